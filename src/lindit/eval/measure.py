@@ -1,0 +1,176 @@
+"""Measuring honestly: wall-clock medians, peak memory, FLOPs, and the machine's own matmul ceiling."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    median_s: float
+    min_s: float
+    runs: int
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def time_call(fn, device: torch.device, warmup: int = 1, repeats: int = 5, budget_s: float = 20.0) -> Timing:
+    """Median wall-clock seconds of ``fn()`` after ``warmup`` calls.
+
+    Runs up to ``repeats`` times but stops early (after at least 3 runs) once ``budget_s`` is spent, so
+    slow cells cost a few runs and fast ones get many. CUDA work is synchronised before each clock read.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times, spent = [], 0.0
+    while len(times) < repeats and (len(times) < 3 or spent < budget_s):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+    return Timing(statistics.median(times), min(times), len(times))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _PeakRSS:
+    """Samples this process's resident set every ``interval`` seconds in a background thread."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.base = self.peak = _rss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _return_freed_memory_to_os() -> None:
+    """Make glibc serve large blocks with mmap and unmap them on free, so RSS follows live tensors.
+
+    By default glibc raises its mmap threshold after the first large free and keeps later blocks in
+    its heap: every call after the first then reuses retained memory and RSS growth reads as zero.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass  # not glibc: RSS growth may under-report after warm-up
+
+
+def peak_memory_bytes(fn, device: torch.device) -> int:
+    """Extra memory ``fn()`` needs at its peak: max allocated on CUDA, resident-set growth on CPU.
+
+    On CPU the resident set is sampled every 2 ms, so very short-lived peaks can be missed.
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    if not os.path.exists("/proc/self/statm"):
+        return -1  # no cheap RSS source on this OS; reported as unknown
+    _return_freed_memory_to_os()
+    with _PeakRSS() as rss:
+        fn()
+    return rss.peak - rss.base
+
+
+def count_flops(fn) -> int:
+    """FLOPs of ``fn()`` by torch's counter, under the MATH SDPA backend (the fused CPU kernel is invisible)."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, budget_s: float = 3.0) -> float:
+    """This machine's dense matmul throughput (GFLOP/s): the ceiling any block can approach."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    timing = time_call(lambda: torch.mm(a, b), device, warmup=2, repeats=10, budget_s=budget_s)
+    return 2 * n**3 / timing.median_s / 1e9
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict:
+    """What the numbers were measured on."""
+    info = {
+        "device": str(device),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None) picks CUDA when present; anything else must be a device torch accepts."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[name]

@@ -1,0 +1,209 @@
+"""Attention as pure functions on (B, heads, tokens, dim) tensors.
+
+Every mechanism of EDiT and LiT reduces to three computations:
+
+* ``softmax_attention``: scaled dot-product attention, EDiT Eq. (1).
+* ``linear_attention``: kernelised attention with feature maps already applied, EDiT Eq. (3) / LiT Eq. (3).
+* ``hybrid_attention``: MM-EDiT's mix of linear image-image attention and softmax attention for every
+  pair that involves a prompt token, EDiT Eq. (7).
+
+``*_reference`` functions are the plain, obviously-correct forms that every faster path is tested against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "softmax_attention",
+    "softmax_attention_with_lse",
+    "linear_attention",
+    "linear_attention_reference",
+    "linear_attention_state",
+    "linear_attention_apply",
+    "hybrid_attention",
+    "approx_eta",
+]
+
+
+def _check_4d(**tensors: torch.Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, heads, tokens, dim), got {tuple(t.shape)}")
+
+
+def softmax_attention(q, k, v, scale: float | None = None):
+    """Scaled dot-product attention, EDiT Eq. (1).
+
+    q: (B, H, N, d), k: (B, H, M, d), v: (B, H, M, dv) -> (B, H, N, dv).
+    ``scale`` defaults to 1/sqrt(d).
+    """
+    _check_4d(q=q, k=k, v=v)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+def softmax_attention_with_lse(q, k, v, scale: float | None = None):
+    """Softmax attention that also returns the log of its normaliser.
+
+    Returns (out (B, H, N, dv), lse (B, H, N, 1)) with lse_i = log sum_j exp(scale * q_i.k_j), computed in
+    float32. Memory is O(N * M): meant for blocks where one side is small (prompt tokens) or for references.
+    """
+    _check_4d(q=q, k=k, v=v)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = torch.matmul(q.float(), k.float().transpose(-2, -1)) * scale  # (B, H, N, M)
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)  # (B, H, N, 1)
+    out = torch.matmul(torch.exp(scores - lse), v.float())  # (B, H, N, dv)
+    return out.to(q.dtype), lse
+
+
+def linear_attention_reference(q, k, v, eps: float = 1e-6):
+    """EDiT Eq. (3) as written: y_i = q_i (sum_j k_j^T v_j) / (q_i sum_j k_j + eps), all in float32.
+
+    q: (B, H, N, d) and k: (B, H, M, d) are non-negative feature maps; v: (B, H, M, dv). M may differ
+    from N (compressed keys). Returns (B, H, N, dv) in q's dtype.
+    """
+    _check_4d(q=q, k=k, v=v)
+    qf, kf, vf = q.float(), k.float(), v.float()
+    kv = torch.matmul(kf.transpose(-2, -1), vf)  # (B, H, d, dv)
+    k_sum = kf.sum(dim=-2)  # (B, H, d)
+    num = torch.matmul(qf, kv)  # (B, H, N, dv)
+    den = torch.matmul(qf, k_sum.unsqueeze(-1))  # (B, H, N, 1)
+    return (num / (den + eps)).to(q.dtype)
+
+
+def linear_attention_state(k, v):
+    """The key-value state of linear attention, normalised by the key count.
+
+    k: (B, H, M, d), v: (B, H, M, dv) -> (B, H, d, dv + 1) in float32: [sum_j k_j^T v_j | sum_j k_j^T] / M.
+    Padding the values with a column of ones (as SANA does) makes one matmul yield both the numerator and
+    the normaliser; dividing by M keeps the state O(1) in magnitude, so it neither overflows low-precision
+    matmuls nor depends on the image size. Sums of partial states over token shards (sequence parallel)
+    combine as (M_a * S_a + M_b * S_b) / (M_a + M_b).
+    """
+    kf = k.float()
+    ones = torch.ones(*v.shape[:-1], 1, dtype=torch.float32, device=v.device)
+    v1 = torch.cat([v.float(), ones], dim=-1)  # (B, H, M, dv + 1)
+    return torch.matmul(kf.transpose(-2, -1), v1) / k.shape[-2]  # (B, H, d, dv + 1)
+
+
+def linear_attention_apply(q, state, eps_per_key: float):
+    """Read the state with queries: q (B, H, N, d), state (B, H, d, dv + 1) -> (B, H, N, dv) float32.
+
+    ``eps_per_key`` is eps / M, the eps of Eq. (3) in the units of the normalised state.
+    """
+    num_den = torch.matmul(q.to(state.dtype), state)  # (B, H, N, dv + 1)
+    num, den = num_den[..., :-1], num_den[..., -1:]
+    return num / (den + eps_per_key)
+
+
+def linear_attention(q, k, v, eps: float = 1e-6):
+    """Linear attention, EDiT Eq. (3) / LiT Eq. (3), accumulated in float32.
+
+    q: (B, H, N, d), k: (B, H, M, d) non-negative feature maps (phi already applied); v: (B, H, M, dv).
+    Returns (B, H, N, dv) in q's dtype. Equals ``linear_attention_reference`` (same eps semantics: the
+    denominator is q_i . sum_j k_j + eps), but normalises the state by M so that fp16/bf16 inputs of any
+    length (262,144 tokens and beyond) stay finite.
+    """
+    _check_4d(q=q, k=k, v=v)
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v need the same token count, got {k.shape[-2]} and {v.shape[-2]}")
+    state = linear_attention_state(k, v)  # (B, H, d, dv + 1)
+    return linear_attention_apply(q, state, eps / k.shape[-2]).to(q.dtype)
+
+
+def approx_eta(n_img: int, n_txt: int) -> float:
+    """The token-count approximation of eta^Lin (EDiT Sec. 3.2): N_I / (N_I + N_P)."""
+    return n_img / (n_img + n_txt)
+
+
+def _linear_with_log_normaliser(q, k, v, eps: float):
+    """Linear attention plus log sum_j phi(q_i).phi(k_j) (unscaled similarity), for eta^Lin."""
+    state = linear_attention_state(k, v)  # (B, H, d, dv + 1), divided by M
+    out = linear_attention_apply(q, state, eps / k.shape[-2])  # (B, H, N, dv)
+    den = torch.matmul(q.float(), state[..., -1:])  # (B, H, N, 1) = sum_j q.k_j / M
+    log_norm = torch.log(den.clamp_min(torch.finfo(torch.float32).tiny)) + math.log(k.shape[-2])
+    return out, log_norm
+
+
+def hybrid_attention(
+    q_img,
+    k_img,
+    v_img,
+    q_txt,
+    k_txt,
+    v_txt,
+    *,
+    image_attention: str = "linear",
+    eta: str | float = "approx",
+    scale: float | None = None,
+    n_img: int | None = None,
+    eps: float = 1e-6,
+):
+    """MM-EDiT hybrid joint attention, EDiT Eq. (7).
+
+    Image queries: eta * A_img(Q_I, K_I, V_I) + (1 - eta) * softmax(Q_I, K_P, V_P), where A_img is linear
+    attention (``image_attention="linear"``; q_img and k_img must then be non-negative feature maps) or
+    softmax attention (``"softmax"``). Prompt queries: softmax attention over [K_I; K_P].
+
+    Shapes: q_img (B, H, N_I, d); k_img, v_img (B, H, M_I, d) with M_I <= N_I when compressed;
+    q_txt (B, H, N_P, d) or None (a context-pre-only block needs no prompt output); k_txt, v_txt
+    (B, H, N_P, d). Returns (out_img (B, H, N_I, dv), out_txt (B, H, N_P, dv) or None).
+
+    eta:
+      * "approx": eta = n_img / (n_img + N_P). ``n_img`` defaults to N_I, the number of image *queries*
+        (the uncompressed image token count), which is the teacher's N_I in joint attention; pass
+        ``n_img=k_img.shape[-2]`` to count compressed keys instead, or the global count under sequence
+        parallelism.
+      * "exact": eta^Lin per query, S_I / (S_I + S_P) with S_I = sum_j phi(q).phi(k_j) (linear, unscaled)
+        or sum_j exp(scale q.k_j) (softmax), and S_P = sum_j' exp(scale q.k_P_j'); computed in log space.
+        With ``image_attention="softmax"`` this is the exact decomposition of joint attention (Eq. 6).
+      * a float in [0, 1]: a fixed mixing weight.
+    The softmax similarity uses ``scale`` (default 1/sqrt(d)); the linear similarity is unscaled.
+    """
+    _check_4d(q_img=q_img, k_img=k_img, v_img=v_img, q_txt=q_txt, k_txt=k_txt, v_txt=v_txt)
+    if image_attention not in ("linear", "softmax"):
+        raise ValueError(f"image_attention must be 'linear' or 'softmax', got {image_attention!r}")
+    exact = _check_eta(eta)
+    out_ip, lse_ip = _image_prompt_block(q_img, k_txt, v_txt, scale, need_lse=exact)
+    if image_attention == "linear" and not exact:
+        out_ii, log_s_ii = linear_attention(q_img, k_img, v_img, eps=eps).float(), None
+    elif image_attention == "linear":
+        out_ii, log_s_ii = _linear_with_log_normaliser(q_img, k_img, v_img, eps)
+    else:
+        out_ii, log_s_ii = softmax_attention_with_lse(q_img, k_img, v_img, scale)
+        out_ii = out_ii.float()
+    if exact:
+        w = torch.sigmoid(log_s_ii - lse_ip)  # (B, H, N_I, 1): S_I / (S_I + S_P), stable for any magnitude
+    elif isinstance(eta, str):
+        w = approx_eta(q_img.shape[-2] if n_img is None else n_img, k_txt.shape[-2])
+    else:
+        w = float(eta)
+    out_img = (w * out_ii + (1 - w) * out_ip.float()).to(q_img.dtype)  # (B, H, N_I, dv)
+    out_txt = None
+    if q_txt is not None:
+        k_all = torch.cat([k_img.to(k_txt.dtype), k_txt], dim=-2)  # (B, H, M_I + N_P, d)
+        v_all = torch.cat([v_img.to(v_txt.dtype), v_txt], dim=-2)
+        out_txt = softmax_attention(q_txt, k_all, v_all, scale=scale)  # (B, H, N_P, dv)
+    return out_img, out_txt
+
+
+def _check_eta(eta) -> bool:
+    """True when eta is "exact"; validates the other accepted forms."""
+    if isinstance(eta, str):
+        if eta not in ("approx", "exact"):
+            raise ValueError(f"eta must be 'approx', 'exact' or a float in [0, 1], got {eta!r}")
+        return eta == "exact"
+    if not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(f"a fixed eta must lie in [0, 1], got {eta}")
+    return False
+
+
+def _image_prompt_block(q_img, k_txt, v_txt, scale, need_lse: bool):
+    """softmax(Q_I, K_P, V_P), with its log-normaliser when eta^Lin needs it. O(N_I * N_P)."""
+    if need_lse:
+        return softmax_attention_with_lse(q_img, k_txt, v_txt, scale)
+    q = q_img.to(k_txt.dtype)
+    return softmax_attention(q, k_txt, v_txt, scale=scale), None

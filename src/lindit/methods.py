@@ -1,0 +1,156 @@
+"""The registry of attention methods: name -> how to build it for one teacher layer, and where it comes from.
+
+Every method of the two papers and of their baselines is one entry. ``kind`` says which teacher layer it
+replaces: ``self`` (image self-attention: PixArt's ``attn1``, DiT's ``attn1``, SD3.5's ``attn2``) or
+``joint`` (MM-DiT joint attention: SD3's ``attn``). A joint method names the self method that replaces the
+image-only ``attn2`` of SD3.5's dual-attention blocks. The CLI's choices and ``lindit.methods()`` come
+from here, and the tests run every entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
+
+from torch import nn
+
+from .modules import JointAttention, LinearAttention, SoftmaxAttention, TokenMapOptions
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a replacement must match in the teacher's attention layer."""
+
+    dim: int  # width of the tokens entering the layer
+    heads: int  # the teacher's heads
+    inner_dim: int  # heads * head_dim
+    out_dim: int
+    qk_norm: str | None = None  # "rms_norm" for SD3.5
+    bias: bool = True
+    context_dim: int | None = None  # joint layers: width of prompt tokens
+    context_pre_only: bool = False  # joint layers: SD3's last block produces no prompt output
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str  # "self" or "joint"
+    source: str  # paper and table
+    summary: str
+    build: Callable[..., nn.Module] = field(repr=False)
+    self_method: str | None = None  # joint methods: what replaces SD3.5's image-only attn2
+    feed_forward: str | None = None  # "mixffn": the method also replaces the block's feed-forward
+    options: tuple[str, ...] = ()  # options the method accepts (besides token-map options)
+
+
+def _token_options(opts: dict[str, Any]) -> TokenMapOptions:
+    names = {f.name for f in fields(TokenMapOptions)}
+    return replace(TokenMapOptions(), **{k: v for k, v in opts.items() if k in names})
+
+
+def _linear_self(query, key, value, phi="relu", value_conv=None, heads=None):
+    def build(spec: LayerSpec, **opts) -> nn.Module:
+        return LinearAttention(
+            spec.dim,
+            opts.get("heads", heads or spec.heads),
+            query=query,
+            key=key,
+            value=value,
+            phi=phi,
+            value_conv=opts.get("value_conv", value_conv),
+            qk_norm=spec.qk_norm,
+            inner_dim=spec.inner_dim,
+            out_dim=spec.out_dim,
+            bias=spec.bias,
+            options=_token_options(opts),
+        )
+
+    return build
+
+
+def _kv_compress(spec: LayerSpec, **opts) -> nn.Module:
+    return SoftmaxAttention(
+        spec.dim,
+        spec.heads,
+        inner_dim=spec.inner_dim,
+        out_dim=spec.out_dim,
+        kv_compress=opts.get("factor", 2),
+        qk_norm=spec.qk_norm,
+        bias=spec.bias,
+    )
+
+
+def _joint(mode, query="convfusion", key="compressor", value="compressor", prompt_qk="linear", prompt_phi="relu", eta="approx"):
+    def build(spec: LayerSpec, **opts) -> nn.Module:
+        return JointAttention(
+            spec.dim,
+            spec.heads,
+            mode=mode,
+            query=query,
+            key=key,
+            value=value,
+            prompt_query=prompt_qk,
+            prompt_key=prompt_qk,
+            prompt_phi=prompt_phi,
+            eta=opts.get("eta", eta),
+            qk_norm=spec.qk_norm,
+            context_dim=spec.context_dim,
+            inner_dim=spec.inner_dim,
+            out_dim=spec.out_dim,
+            context_pre_only=spec.context_pre_only,
+            bias=spec.bias,
+            options=_token_options(opts),
+        )
+
+    return build
+
+
+_CF = ("cf_reduction", "cf_groups", "cf_negative_slope")
+_SC = ("sc_kernel", "sc_stride")
+
+REGISTRY: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method("edit", "self", "EDiT Sec. 3.1, Table 1", "linear compressed attention: ConvFusion Q, Spatial Compressor K/V",
+               _linear_self("convfusion", "compressor", "compressor"), options=_CF + _SC),
+        Method("edit_cf_qk", "self", "EDiT Table 1 (ablation)", "ConvFusion on Q and K, linear V, no compression",
+               _linear_self("convfusion", "convfusion", "linear"), options=_CF),
+        Method("edit_sc_only", "self", "EDiT Table 1 (ablation)", "linear Q, Spatial Compressor K/V",
+               _linear_self("linear", "compressor", "compressor"), options=_SC),
+        Method("edit_cf_q", "self", "EDiT Table 1 (ablation)", "ConvFusion on Q only, K/V uncompressed",
+               _linear_self("convfusion", "linear", "linear"), options=_CF),
+        Method("lit", "self", "LiT Sec. 3 (Guidelines 1-2), Tables 1-2", "ReLU linear attention, 2 heads, 5x5 depthwise conv on V",
+               _linear_self("linear", "linear", "linear", value_conv=5, heads=2), options=("heads", "value_conv")),
+        Method("sana", "self", "EDiT Table 1 (SANA-DiT baseline)", "ReLU linear attention with Mix-FFN in place of the feed-forward",
+               _linear_self("linear", "linear", "linear"), feed_forward="mixffn", options=("mlp_ratio",)),
+        Method("linfusion", "self", "EDiT Table 1 (LinFusion-DiT baseline)", "LinFusion's 1+ELU(Linear(x + MLP(x))) features",
+               _linear_self("linfusion", "linfusion", "linear", phi="elu1"), options=("lf_mid_dim",)),
+        Method("kv_compress", "self", "EDiT Table 1 (KV Comp.), PixArt-Sigma", "softmax attention with KV token compression",
+               _kv_compress, options=("factor", "layers")),
+        Method("mm_edit", "joint", "EDiT Sec. 3.2, Table 2", "hybrid attention, eta approximated by token counts",
+               _joint("hybrid"), self_method="edit", options=("eta",) + _CF + _SC),
+        Method("mm_edit_exact", "joint", "EDiT Table 2 (MM-EDiT with eta^Lin)", "hybrid attention with the exact eta^Lin",
+               _joint("hybrid", eta="exact"), self_method="edit", options=_CF + _SC),
+        Method("mm_edit_plain", "joint", "EDiT Table 2 (no phi_CF, phi_SC)", "hybrid attention with plain linear maps",
+               _joint("hybrid", "linear", "linear", "linear"), self_method="sana", options=("eta",)),
+        Method("linear_mmdit_alpha", "joint", "EDiT Table 2 (Linear MM-DiT-alpha)", "linear attention for all pairs, CF/SC image maps",
+               _joint("linear"), self_method="edit", options=_CF + _SC),
+        Method("linear_mmdit_beta", "joint", "EDiT Table 2 (Linear MM-DiT-beta)", "alpha with LinFusion features for prompt tokens",
+               _joint("linear", prompt_qk="linfusion", prompt_phi="elu1"), self_method="edit", options=_CF + _SC + ("lf_mid_dim",)),
+        Method("sana_mmdit", "joint", "EDiT Table 2 (SANA-MM-DiT)", "ReLU linear attention everywhere, Mix-FFN feed-forwards",
+               _joint("linear", "linear", "linear", "linear"), self_method="sana", feed_forward="mixffn", options=("mlp_ratio",)),
+    ]
+}
+
+
+def get_method(name: str, kind: str | None = None) -> Method:
+    """The registry entry for ``name``; ValueError naming the valid methods (of ``kind``) otherwise."""
+    valid = sorted(n for n, m in REGISTRY.items() if kind is None or m.kind == kind)
+    if name not in valid:
+        raise ValueError(f"unknown method {name!r}; valid methods here: {', '.join(valid)}")
+    return REGISTRY[name]
+
+
+def methods(kind: str | None = None) -> dict[str, str]:
+    """Every method name -> 'source: summary' (of one kind, if given)."""
+    return {n: f"{m.source}: {m.summary}" for n, m in REGISTRY.items() if kind is None or m.kind == kind}

@@ -1,0 +1,156 @@
+"""Self-attention over image tokens: the teacher's softmax attention and every linear variant.
+
+``SoftmaxAttention`` is the teacher's mechanism (optionally with PixArt-Sigma's KV compression);
+``LinearAttention`` is one module whose options give each paper's mechanism:
+
+=================  =============  ==============  ==============  ========  ===========  =====
+mechanism          query map      key map         value map       phi       value conv   heads
+=================  =============  ==============  ==============  ========  ===========  =====
+EDiT (Sec. 3.1)    convfusion     compressor      compressor      relu      -            teacher
+EDiT CF on Q, K    convfusion     convfusion      linear          relu      -            teacher
+EDiT SC only       linear         compressor      compressor      relu      -            teacher
+EDiT CF on Q only  convfusion     linear          linear          relu      -            teacher
+LiT                linear         linear          linear          relu      5x5 DW       2
+SANA               linear         linear          linear          relu      -            teacher
+LinFusion          linfusion      linfusion       linear          elu1      -            teacher
+=================  =============  ==============  ==============  ========  ===========  =====
+
+Both take tokens x (B, N, C) with their row-major grid (h, w) and return (B, N, C_out).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..functional import linear_attention, softmax_attention
+from .grid import Grid, check_grid, merge_heads, split_heads, to_image, to_tokens
+from .token_maps import KVCompress, TokenMapOptions, build_token_map, feature_map
+
+QK_NORMS = {"rms_norm": nn.RMSNorm, "layer_norm": nn.LayerNorm}
+
+
+def qk_norm_layer(kind: str | None, head_dim: int, eps: float = 1e-6) -> nn.Module:
+    """Per-head norm of queries or keys after the head split (SD3.5 uses rms_norm); Identity for None."""
+    if kind is None:
+        return nn.Identity()
+    if kind not in QK_NORMS:
+        raise ValueError(f"unknown qk_norm {kind!r}; valid: None, {sorted(QK_NORMS)}")
+    return QK_NORMS[kind](head_dim, eps=eps)
+
+
+def _check_heads(dim: int, heads: int) -> None:
+    if heads < 1 or dim % heads:
+        raise ValueError(f"heads={heads} must be a positive divisor of the attention width {dim}")
+
+
+class SoftmaxAttention(nn.Module):
+    """The teacher's softmax self-attention; ``kv_compress=k`` adds PixArt-Sigma's KV token compression."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        inner_dim: int | None = None,
+        out_dim: int | None = None,
+        kv_compress: int = 1,
+        qk_norm: str | None = None,
+        bias: bool = True,
+    ):
+        super().__init__()
+        inner_dim = inner_dim or dim
+        _check_heads(inner_dim, heads)
+        self.heads = heads
+        self.to_q = nn.Linear(dim, inner_dim, bias=bias)
+        self.to_k = nn.Linear(dim, inner_dim, bias=bias)
+        self.to_v = nn.Linear(dim, inner_dim, bias=bias)
+        self.norm_q = qk_norm_layer(qk_norm, inner_dim // heads)
+        self.norm_k = qk_norm_layer(qk_norm, inner_dim // heads)
+        self.kv_compress = KVCompress(inner_dim, kv_compress) if kv_compress > 1 else None
+        self.to_out = nn.Linear(inner_dim, out_dim or dim)
+
+    def forward(self, x, grid: Grid):
+        check_grid(x, grid)
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)  # (B, N, D)
+        if self.kv_compress is not None:
+            k, _ = self.kv_compress(k, grid)  # (B, M, D), M = ceil(h/k) * ceil(w/k)
+            v, _ = self.kv_compress(v, grid)
+        q = self.norm_q(split_heads(q, self.heads))  # (B, H, N, d)
+        k = self.norm_k(split_heads(k, self.heads))  # (B, H, M, d)
+        out = softmax_attention(q, k, split_heads(v, self.heads))  # (B, H, N, d)
+        return self.to_out(merge_heads(out))  # (B, N, C_out)
+
+
+class LinearAttention(nn.Module):
+    """Linear self-attention (EDiT Eq. 3) with the query/key/value maps of EDiT, LiT, SANA or LinFusion.
+
+    query/key/value name token maps (``linear``, ``convfusion``, ``compressor``, ``linfusion``); keys and
+    values must agree on compression. ``phi`` is the feature function on queries and keys (``relu``,
+    ``elu1``). ``value_conv=k`` adds LiT's depthwise k x k conv on the values to the attention output
+    (needs uncompressed values). The attention itself accumulates in float32 for any input dtype.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        query: str = "convfusion",
+        key: str = "compressor",
+        value: str = "compressor",
+        phi: str = "relu",
+        value_conv: int | None = None,
+        qk_norm: str | None = None,
+        inner_dim: int | None = None,
+        out_dim: int | None = None,
+        bias: bool = True,
+        eps: float = 1e-6,
+        options: TokenMapOptions = TokenMapOptions(),
+    ):
+        super().__init__()
+        inner_dim = inner_dim or dim
+        _check_heads(inner_dim, heads)
+        self.heads, self.eps = heads, eps
+        self.to_q = build_token_map(query, dim, inner_dim, bias, options)
+        self.to_k = build_token_map(key, dim, inner_dim, bias, options)
+        self.to_v = build_token_map(value, dim, inner_dim, bias, options)
+        _check_kv_maps(self.to_k, self.to_v, key, value)
+        if getattr(self.to_q, "compresses", False):
+            raise ValueError(f"query map {query!r} compresses tokens; queries need one per token")
+        self.phi_name = phi
+        self.phi = feature_map(phi)
+        self.norm_q = qk_norm_layer(qk_norm, inner_dim // heads)
+        self.norm_k = qk_norm_layer(qk_norm, inner_dim // heads)
+        self.value_conv = _value_conv(inner_dim, value_conv, self.to_v, value)
+        self.to_out = nn.Linear(inner_dim, out_dim or dim)
+
+    def forward(self, x, grid: Grid):
+        check_grid(x, grid)
+        q, _ = self.to_q(x, grid)  # (B, N, D)
+        k, _ = self.to_k(x, grid)  # (B, M, D)
+        v, _ = self.to_v(x, grid)  # (B, M, D)
+        q = self.phi(self.norm_q(split_heads(q, self.heads)))  # (B, H, N, d), non-negative
+        k = self.phi(self.norm_k(split_heads(k, self.heads)))  # (B, H, M, d), non-negative
+        out = merge_heads(linear_attention(q, k, split_heads(v, self.heads), eps=self.eps))  # (B, N, D)
+        if self.value_conv is not None:
+            out = out + to_tokens(self.value_conv(to_image(v, grid)))[0]  # LiT: + DWC(V), (B, N, D)
+        return self.to_out(out)  # (B, N, C_out)
+
+
+def _check_kv_maps(to_k: nn.Module, to_v: nn.Module, key: str, value: str) -> None:
+    if to_k.compresses != to_v.compresses:
+        raise ValueError(
+            f"key map {key!r} and value map {value!r} must give the same token count: "
+            "compress both (compressor) or neither"
+        )
+
+
+def _value_conv(inner_dim: int, kernel: int | None, to_v: nn.Module, value: str) -> nn.Module | None:
+    """LiT's depthwise conv on V (Guideline 1), kernel x kernel with 'same' padding."""
+    if kernel is None:
+        return None
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"value_conv must be an odd kernel size, got {kernel}")
+    if to_v.compresses:
+        raise ValueError(f"value_conv needs uncompressed values; value map {value!r} compresses")
+    return nn.Conv2d(inner_dim, inner_dim, kernel, padding=kernel // 2, groups=inner_dim)

@@ -1,0 +1,134 @@
+"""Joint attention over image and prompt tokens (MM-DiT), and its linear-time variants.
+
+One module, three ways to relate the two modalities (``mode``):
+
+* ``softmax``: the teacher's joint attention, softmax over the concatenated tokens (SD3).
+* ``hybrid``: MM-EDiT, EDiT Eq. (7): linear image-image attention, softmax for every pair with a prompt
+  token, mixed by eta (token-count approximation or the exact eta^Lin).
+* ``linear``: linear attention for all pairs (Linear MM-DiT-alpha/beta, SANA-MM-DiT).
+
+As in SD3, image and prompt tokens have separate projections (``to_q/k/v``, ``add_q/k/v_proj``), optional
+per-head qk norms, and separate output projections (``to_out``, ``to_add_out``). With
+``context_pre_only`` (SD3's last block) no prompt output is produced, so prompt queries are not computed.
+
+======================  =========  =================================  ==================  ==========
+method                  mode       image q / k / v maps               prompt q / k maps   phi (img/P)
+======================  =========  =================================  ==================  ==========
+MM-EDiT                 hybrid     convfusion / compressor / compr.   linear              relu / -
+MM-EDiT no CF, SC       hybrid     linear / linear / linear           linear              relu / -
+Linear MM-DiT-alpha     linear     convfusion / compressor / compr.   linear              relu / relu
+Linear MM-DiT-beta      linear     convfusion / compressor / compr.   linfusion           relu / elu1
+SANA-MM-DiT             linear     linear / linear / linear           linear              relu / relu
+======================  =========  =================================  ==================  ==========
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..functional import hybrid_attention, linear_attention, softmax_attention
+from .attention import _check_heads, _check_kv_maps, qk_norm_layer
+from .grid import Grid, check_grid, merge_heads, split_heads
+from .token_maps import TokenMapOptions, build_token_map, feature_map
+
+MODES = ("softmax", "hybrid", "linear")
+
+
+class JointAttention(nn.Module):
+    """Image + prompt joint attention. forward(x (B, N_I, C), grid, context (B, N_P, C)) ->
+    (x_out (B, N_I, C_out), context_out (B, N_P, C_out) or None)."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        mode: str = "hybrid",
+        query: str = "convfusion",
+        key: str = "compressor",
+        value: str = "compressor",
+        prompt_query: str = "linear",
+        prompt_key: str = "linear",
+        phi: str = "relu",
+        prompt_phi: str = "relu",
+        eta: str | float = "approx",
+        qk_norm: str | None = None,
+        context_dim: int | None = None,
+        inner_dim: int | None = None,
+        out_dim: int | None = None,
+        context_pre_only: bool = False,
+        bias: bool = True,
+        eps: float = 1e-6,
+        options: TokenMapOptions = TokenMapOptions(),
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        inner_dim, context_dim = inner_dim or dim, context_dim or dim
+        _check_heads(inner_dim, heads)
+        if mode == "softmax" and (query, key, value) != ("linear",) * 3:
+            raise ValueError("softmax joint attention uses linear token maps (query=key=value='linear')")
+        self.mode, self.heads, self.eta, self.eps = mode, heads, eta, eps
+        self.context_pre_only = context_pre_only
+        self.to_q = build_token_map(query, dim, inner_dim, bias, options)
+        self.to_k = build_token_map(key, dim, inner_dim, bias, options)
+        self.to_v = build_token_map(value, dim, inner_dim, bias, options)
+        _check_kv_maps(self.to_k, self.to_v, key, value)
+        self.add_q_proj = None if context_pre_only else build_token_map(prompt_query, context_dim, inner_dim, bias, options)
+        self.add_k_proj = build_token_map(prompt_key, context_dim, inner_dim, bias, options)
+        self.add_v_proj = build_token_map("linear", context_dim, inner_dim, bias, options)
+        self.phi = feature_map(phi)
+        self.prompt_phi = feature_map(prompt_phi)
+        head_dim = inner_dim // heads
+        self.norm_q, self.norm_k = qk_norm_layer(qk_norm, head_dim), qk_norm_layer(qk_norm, head_dim)
+        self.norm_added_q = None if context_pre_only else qk_norm_layer(qk_norm, head_dim)
+        self.norm_added_k = qk_norm_layer(qk_norm, head_dim)
+        self.to_out = nn.Linear(inner_dim, out_dim or dim)
+        self.to_add_out = None if context_pre_only else nn.Linear(inner_dim, out_dim or context_dim)
+
+    def _image_qkv(self, x, grid: Grid):
+        q, _ = self.to_q(x, grid)  # (B, N_I, D)
+        k, _ = self.to_k(x, grid)  # (B, M_I, D)
+        v, _ = self.to_v(x, grid)  # (B, M_I, D)
+        q = self.norm_q(split_heads(q, self.heads))  # (B, H, N_I, d)
+        k = self.norm_k(split_heads(k, self.heads))  # (B, H, M_I, d)
+        return q, k, split_heads(v, self.heads)
+
+    def _prompt_qkv(self, c):
+        q = None
+        if self.add_q_proj is not None:
+            q = self.norm_added_q(split_heads(self.add_q_proj(c, None)[0], self.heads))  # (B, H, N_P, d)
+        k = self.norm_added_k(split_heads(self.add_k_proj(c, None)[0], self.heads))  # (B, H, N_P, d)
+        v = split_heads(self.add_v_proj(c, None)[0], self.heads)  # (B, H, N_P, d)
+        return q, k, v
+
+    def forward(self, x, grid: Grid, context):
+        check_grid(x, grid)
+        q_i, k_i, v_i = self._image_qkv(x, grid)
+        q_p, k_p, v_p = self._prompt_qkv(context)
+        if self.mode == "softmax":
+            out_i, out_p = self._softmax(q_i, k_i, v_i, q_p, k_p, v_p)
+        elif self.mode == "hybrid":
+            out_i, out_p = hybrid_attention(
+                self.phi(q_i), self.phi(k_i), v_i, q_p, k_p, v_p, eta=self.eta, eps=self.eps
+            )
+        else:
+            out_i, out_p = self._linear(q_i, k_i, v_i, q_p, k_p, v_p)
+        out_i = self.to_out(merge_heads(out_i))  # (B, N_I, C_out)
+        if self.to_add_out is None:
+            return out_i, None
+        return out_i, self.to_add_out(merge_heads(out_p))  # (B, N_P, C_out)
+
+    def _softmax(self, q_i, k_i, v_i, q_p, k_p, v_p):
+        n_i = q_i.shape[-2]
+        q = q_i if q_p is None else torch.cat([q_i, q_p], dim=-2)  # (B, H, N_I + N_P, d)
+        out = softmax_attention(q, torch.cat([k_i, k_p], dim=-2), torch.cat([v_i, v_p], dim=-2))
+        return out[:, :, :n_i], (None if q_p is None else out[:, :, n_i:])
+
+    def _linear(self, q_i, k_i, v_i, q_p, k_p, v_p):
+        n_i = q_i.shape[-2]
+        q = self.phi(q_i) if q_p is None else torch.cat([self.phi(q_i), self.prompt_phi(q_p)], dim=-2)
+        k = torch.cat([self.phi(k_i), self.prompt_phi(k_p)], dim=-2)  # (B, H, M_I + N_P, d)
+        out = linear_attention(q, k, torch.cat([v_i, v_p], dim=-2), eps=self.eps)
+        return out[:, :, :n_i], (None if q_p is None else out[:, :, n_i:])

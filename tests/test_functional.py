@@ -1,0 +1,153 @@
+"""lindit.functional against plain float64 references of the papers' equations."""
+
+import math
+
+import pytest
+import torch
+
+from lindit.functional import (
+    hybrid_attention,
+    linear_attention,
+    linear_attention_reference,
+    softmax_attention,
+    softmax_attention_with_lse,
+)
+
+
+def _features(*shape, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(*shape, generator=g)).to(dtype)
+
+
+def _values(*shape, dtype=torch.float32, seed=1):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def quadratic_linear_attention(q, k, v, eps=1e-6):
+    """EDiT Eq. (2) with sim(q, k) = q . k, as an explicit N x M matrix, in float64."""
+    q, k, v = q.double(), k.double(), v.double()
+    sim = q @ k.transpose(-2, -1)  # (B, H, N, M)
+    return (sim @ v) / (sim.sum(-1, keepdim=True) + eps)
+
+
+@pytest.mark.parametrize("impl", [linear_attention, linear_attention_reference])
+@pytest.mark.parametrize("n, m", [(37, 37), (53, 14), (1, 5)])
+def test_linear_attention_equals_quadratic_form(impl, n, m):
+    q, k, v = _features(2, 3, n, 7), _features(2, 3, m, 7, seed=2), _values(2, 3, m, 5)
+    out = impl(q, k, v)
+    assert out.shape == (2, 3, n, 5) and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), quadratic_linear_attention(q, k, v), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
+def test_fast_linear_attention_matches_reference_outputs_and_gradients(dtype, tol):
+    shapes = [(2, 3, 41, 9), (2, 3, 13, 9), (2, 3, 13, 6)]
+    q, k, v = (t.to(dtype).requires_grad_() for t in (_features(*shapes[0]), _features(*shapes[1], seed=3), _values(*shapes[2])))
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    out = linear_attention(q, k, v)
+    ref = linear_attention_reference(q64, k64, v64)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+    grad = _values(*out.shape, seed=4)
+    out.backward(grad.to(dtype))
+    ref.backward(grad.double())
+    for mine, theirs in ((q, q64), (k, k64), (v, v64)):
+        scale = theirs.grad.abs().max()
+        torch.testing.assert_close(mine.grad.double() / scale, theirs.grad / scale, rtol=tol, atol=4 * tol)
+
+
+def test_fp16_linear_attention_stays_finite_at_262144_tokens():
+    n = 262_144  # 8192 px / 8 (VAE) / 2 (patch), squared
+    k = torch.full((1, 1, n, 8), 1.0, dtype=torch.float16) + _features(1, 1, n, 8, dtype=torch.float16)
+    assert torch.isinf(k.sum(dim=-2)).any(), "the naive fp16 key sum must overflow, or this test proves nothing"
+    q = _features(1, 1, n, 8, dtype=torch.float16, seed=5) + 0.5
+    v = _values(1, 1, n, 8, dtype=torch.float16) * 100
+    out = linear_attention(q, k, v)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    expected = linear_attention_reference(q[:, :, :64].double(), k.double(), v.double())
+    torch.testing.assert_close(out[:, :, :64].double(), expected, rtol=2e-3, atol=0.1)
+
+
+def test_softmax_attention_with_lse_matches_explicit_softmax():
+    q, k, v = _values(2, 2, 11, 8, seed=6), _values(2, 2, 17, 8, seed=7), _values(2, 2, 17, 4)
+    out, lse = softmax_attention_with_lse(q, k, v)
+    scores = (q.double() @ k.double().transpose(-2, -1)) / math.sqrt(8)
+    torch.testing.assert_close(out.double(), torch.softmax(scores, -1) @ v.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse.double(), torch.logsumexp(scores, -1, keepdim=True), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(softmax_attention(q, k, v), out, rtol=1e-5, atol=1e-6)
+
+
+def _joint_inputs(n_i=29, n_p=7, d=8, scale_q=1.0, dtype=torch.float32):
+    q_i, k_i, v_i = _values(2, 3, n_i, d, seed=10) * scale_q, _values(2, 3, n_i, d, seed=11), _values(2, 3, n_i, d, seed=12)
+    q_p, k_p, v_p = _values(2, 3, n_p, d, seed=13) * scale_q, _values(2, 3, n_p, d, seed=14), _values(2, 3, n_p, d, seed=15)
+    return [t.to(dtype) for t in (q_i, k_i, v_i, q_p, k_p, v_p)]
+
+
+@pytest.mark.parametrize("scale_q", [1.0, 30.0])  # 30: logits beyond exp's float32 range
+def test_hybrid_softmax_exact_is_joint_attention(scale_q):
+    """EDiT Eq. (6): the decomposition with exact eta equals softmax over the concatenated tokens."""
+    q_i, k_i, v_i, q_p, k_p, v_p = _joint_inputs(scale_q=scale_q)
+    out_i, out_p = hybrid_attention(q_i, k_i, v_i, q_p, k_p, v_p, image_attention="softmax", eta="exact")
+    q, k, v = (torch.cat(pair, dim=-2).double() for pair in ((q_i, q_p), (k_i, k_p), (v_i, v_p)))
+    joint = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(8), -1) @ v
+    torch.testing.assert_close(out_i.double(), joint[:, :, :29], rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(out_p.double(), joint[:, :, 29:], rtol=1e-5, atol=2e-5)
+
+
+def test_hybrid_linear_exact_eta_matches_float64_reference():
+    q_i, k_i, v_i, q_p, k_p, v_p = _joint_inputs()
+    q_i, k_i = torch.relu(q_i), torch.relu(k_i[:, :, :11])  # compressed image keys: 11 of them
+    v_i = v_i[:, :, :11]
+    out_i, _ = hybrid_attention(q_i, k_i, v_i, q_p, k_p, v_p, eta="exact")
+    qd, kd, kpd = q_i.double(), k_i.double(), k_p.double()
+    s_lin = (qd @ kd.transpose(-2, -1)).sum(-1, keepdim=True)  # sum_j phi(q).phi(k_j), unscaled
+    s_exp = torch.exp(qd @ kpd.transpose(-2, -1) / math.sqrt(8)).sum(-1, keepdim=True)
+    eta = s_lin / (s_lin + s_exp)  # EDiT eta^Lin
+    a_lin = quadratic_linear_attention(q_i, k_i, v_i)
+    a_sm = torch.softmax(qd @ kpd.transpose(-2, -1) / math.sqrt(8), -1) @ v_p.double()
+    torch.testing.assert_close(out_i.double(), eta * a_lin + (1 - eta) * a_sm, rtol=1e-5, atol=1e-5)
+
+
+def test_hybrid_approx_eta_uses_token_counts():
+    q_i, k_i, v_i, q_p, k_p, v_p = _joint_inputs()
+    q_i, k_i = torch.relu(q_i), torch.relu(k_i)
+    a_lin = linear_attention(q_i, k_i[:, :, :8], v_i[:, :, :8]).double()
+    a_sm = softmax_attention(q_i, k_p, v_p).double()
+    out_default, out_p = hybrid_attention(q_i, k_i[:, :, :8], v_i[:, :, :8], q_p, k_p, v_p)
+    eta = 29 / (29 + 7)  # N_I counts image queries (uncompressed tokens) by default
+    torch.testing.assert_close(out_default.double(), eta * a_lin + (1 - eta) * a_sm, rtol=1e-5, atol=1e-6)
+    out_keys, _ = hybrid_attention(q_i, k_i[:, :, :8], v_i[:, :, :8], q_p, k_p, v_p, n_img=8)
+    torch.testing.assert_close(out_keys.double(), 8 / 15 * a_lin + 7 / 15 * a_sm, rtol=1e-5, atol=1e-6)
+    prompt_keys = torch.cat([k_i[:, :, :8], k_p], -2)
+    prompt_values = torch.cat([v_i[:, :, :8], v_p], -2)
+    torch.testing.assert_close(out_p, softmax_attention(q_p, prompt_keys, prompt_values))
+
+
+def test_hybrid_without_prompt_queries_and_bad_eta():
+    q_i, k_i, v_i, _, k_p, v_p = _joint_inputs()
+    out_i, out_p = hybrid_attention(torch.relu(q_i), torch.relu(k_i), v_i, None, k_p, v_p, eta=0.25)
+    assert out_p is None and out_i.shape == q_i.shape
+    for bad in ("exactly", 1.5):
+        with pytest.raises(ValueError, match="eta"):
+            hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta=bad)
+    with pytest.raises(ValueError, match="image_attention"):
+        hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, image_attention="relu")
+
+
+@pytest.mark.parametrize("eta", ["approx", "exact"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_hybrid_half_precision_is_finite_and_close(eta, dtype):
+    ins = _joint_inputs(dtype=dtype)
+    ins[0], ins[1] = torch.relu(ins[0]), torch.relu(ins[1])
+    out_i, out_p = hybrid_attention(*ins, eta=eta)
+    ref_i, ref_p = hybrid_attention(*[t.float() for t in ins], eta=eta)
+    assert out_i.dtype == dtype and torch.isfinite(out_i).all() and torch.isfinite(out_p).all()
+    torch.testing.assert_close(out_i.float(), ref_i, rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(out_p.float(), ref_p, rtol=3e-2, atol=3e-2)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="shape"):
+        linear_attention(torch.rand(3, 4, 5), torch.rand(3, 4, 5), torch.rand(3, 4, 5))
+    with pytest.raises(ValueError, match="token count"):
+        linear_attention(torch.rand(1, 1, 4, 2), torch.rand(1, 1, 5, 2), torch.rand(1, 1, 6, 2))
