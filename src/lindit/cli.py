@@ -13,6 +13,7 @@ import sys
 
 # command -> module that defines add_parser(subparsers)
 COMMANDS = {
+    "convert": "lindit.convert_cli",
     "bench": "lindit.eval.bench_cli",
 }
 

@@ -1,0 +1,1 @@
+"""Integrations of lindit with model libraries."""

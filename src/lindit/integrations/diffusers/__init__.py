@@ -1,0 +1,22 @@
+"""diffusers integration: convert PixArt / SD3 / DiT transformers, keep the grid, save and load them."""
+
+from .adapters import FeedForwardAdapter, JointAttentionAdapter, SelfAttentionAdapter, TokenGrid, token_grid
+from .convert import Plan, convert, count_parameters
+from .families import FAMILIES, family_of
+from .persistence import is_lindit_dir, load, save
+
+__all__ = [
+    "FAMILIES",
+    "FeedForwardAdapter",
+    "JointAttentionAdapter",
+    "Plan",
+    "SelfAttentionAdapter",
+    "TokenGrid",
+    "convert",
+    "count_parameters",
+    "family_of",
+    "is_lindit_dir",
+    "load",
+    "save",
+    "token_grid",
+]
