@@ -9,7 +9,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import lindit
-from lindit.integrations.diffusers import JointAttentionAdapter, SelfAttentionAdapter, token_grid
+from lindit.integrations.diffusers import SelfAttentionAdapter, converted_layers, token_grid
 from lindit.integrations.diffusers.convert import _inherit_layer
 from lindit.modules import JointAttention, SoftmaxAttention
 from tiny_models import BUILDERS, forward, inputs
@@ -17,17 +17,11 @@ from tiny_models import BUILDERS, forward, inputs
 PAIRS = [(fam, m) for fam in ("pixart", "dit") for m in lindit.methods("self")]
 PAIRS += [("sd3", m) for m in lindit.methods("joint")]
 GRIDS = {"pixart": [(24, 40), (18, 26)], "sd3": [(24, 40), (18, 26)], "dit": [(18, 18), (22, 22)]}  # latent H, W
-REPLACED = re.compile(r"transformer_blocks\.(\d+)\.(attn1|attn|attn2|ff)\.")
 
 
 @pytest.fixture(scope="module")
 def teachers():
     return {fam: build() for fam, build in BUILDERS.items()}
-
-
-def _replaced_prefixes(student):
-    return {name for name, m in student.named_modules() if isinstance(m, (SelfAttentionAdapter, JointAttentionAdapter))
-            or type(m).__name__ == "FeedForwardAdapter"}
 
 
 @pytest.mark.parametrize("fam, method", PAIRS)
@@ -40,7 +34,7 @@ def test_every_method_converts_every_family(teachers, fam, method):
         out, ref = forward(student, fam, h, w), forward(teacher, fam, h, w)
         assert out.shape == ref.shape and torch.isfinite(out).all()
     assert student.lindit_grid.hw == (GRIDS[fam][-1][0] // 2, GRIDS[fam][-1][1] // 2)
-    replaced = _replaced_prefixes(student)
+    replaced = set(converted_layers(student))
     assert replaced, "nothing was converted"
     t_state = teacher.state_dict()
     kept = [k for k in student.state_dict() if not any(k.startswith(p + ".") for p in replaced)]

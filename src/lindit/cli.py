@@ -11,10 +11,12 @@ import argparse
 import importlib
 import sys
 
-# command -> module that defines add_parser(subparsers)
+# command -> (module that defines add_parser(subparsers), one-line help)
 COMMANDS = {
-    "convert": "lindit.convert_cli",
-    "bench": "lindit.eval.bench_cli",
+    "convert": ("lindit.convert_cli", "convert a diffusers transformer into a linear-time model"),
+    "distill": ("lindit.training.cli", "distil or fine-tune a converted model (accelerate)"),
+    "cache": ("lindit.training.cache_cli", "encode a dataset with the VAE and text encoders once"),
+    "bench": ("lindit.eval.bench_cli", "latency and memory benchmarks"),
 }
 
 
@@ -25,11 +27,11 @@ class CLIError(Exception):
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lindit", description="Linear-time diffusion transformers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        if only is None or name == only:
+    for name, (module, help_text) in COMMANDS.items():
+        if name == only:
             importlib.import_module(module).add_parser(sub)
         else:
-            sub.add_parser(name, help=f"(see lindit {name} --help)")
+            sub.add_parser(name, help=help_text)
     return parser
 
 

@@ -1,7 +1,7 @@
 """diffusers integration: convert PixArt / SD3 / DiT transformers, keep the grid, save and load them."""
 
 from .adapters import FeedForwardAdapter, JointAttentionAdapter, SelfAttentionAdapter, TokenGrid, token_grid
-from .convert import Plan, convert, count_parameters
+from .convert import Plan, convert, converted_layers, count_parameters
 from .families import FAMILIES, family_of
 from .persistence import is_lindit_dir, load, save
 
@@ -13,6 +13,7 @@ __all__ = [
     "SelfAttentionAdapter",
     "TokenGrid",
     "convert",
+    "converted_layers",
     "count_parameters",
     "family_of",
     "is_lindit_dir",

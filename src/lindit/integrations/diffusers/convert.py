@@ -196,5 +196,16 @@ def inherit_weights(student: nn.Module, teacher: nn.Module, plan: Plan) -> None:
                       + (f" and {len(skipped) - 8} more" if len(skipped) > 8 else ""), stacklevel=3)
 
 
+def converted_layers(model: nn.Module, attention_only: bool = False) -> dict[str, nn.Module]:
+    """Qualified name -> adapter, for every layer lindit put into ``model`` (in module order).
+
+    The teacher has its original layer at the same name, so hooks on these names pair student and teacher
+    features (EDiT's feature distillation). ``attention_only`` leaves out replaced feed-forwards.
+    """
+    kinds = (SelfAttentionAdapter, JointAttentionAdapter) if attention_only else (
+        SelfAttentionAdapter, JointAttentionAdapter, FeedForwardAdapter)
+    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
