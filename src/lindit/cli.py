@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # recorded in reports, so every number names the command that made it
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if command is None else 2

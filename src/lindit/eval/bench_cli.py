@@ -9,11 +9,27 @@ from ..io import write_json, write_text
 from . import bench_attention as ba
 from .measure import machine_info, resolve_device, resolve_dtype
 from .report import fmt_mb, fmt_seconds, markdown_table, pivot
+from .presets import PRESETS
+
+FULL_RES = (512, 1024, 2048, 4096, 8192)
+QUICK_RES = (512, 1024, 2048)
+NON_SQUARE = "768x1344"
 
 
 def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency and memory benchmarks")
     kinds = bench.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
+    model = kinds.add_parser("model", help="one transformer forward per family, method and resolution")
+    _common(model)
+    model.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
+    model.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods ('teacher' = unconverted)")
+    model.add_argument("--resolutions", nargs="+", type=int, help=f"square sizes in px (default {FULL_RES})")
+    model.add_argument("--non-square", default=None, metavar="HxW",
+                       help=f"one non-square bucket in px (default {NON_SQUARE}; 'none' to skip)")
+    model.add_argument("--layers", default="1", help="'1': time one block of each type and estimate the full "
+                       "depth (labelled ~); 'full': time the real full-depth forward")
+    model.add_argument("--no-attention", action="store_true", help="skip the attention-only timings")
+    model.set_defaults(func=run_model)
     att = kinds.add_parser("attention", help="one attention layer per mechanism against token count")
     _common(att)
     att.add_argument("--mechanisms", nargs="+", choices=list(ba.mechanisms()), metavar="NAME",
@@ -75,3 +91,114 @@ def attention_markdown(cells, settings: ba.Settings, machine: dict) -> str:
         "Speed-up over softmax self-attention (same run)\n\n" + markdown_table(header, ratio_rows),
         "Peak memory (MB, " + ("max allocated" if machine["device"].startswith("cuda") else "RSS growth") + ")\n\n" + memory,
     ] + (["\n".join(skipped)] if skipped else []))
+
+
+def _sizes(args) -> list[tuple[int, int]]:
+    res = args.resolutions or (QUICK_RES if args.quick else FULL_RES)
+    sizes = [(r, r) for r in res]
+    bucket = args.non_square or (None if args.quick else NON_SQUARE)
+    if bucket and bucket != "none":
+        h, sep, w = bucket.partition("x")
+        if not sep or not h.isdigit() or not w.isdigit():
+            raise ValueError(f"--non-square expects HxW in px, e.g. 768x1344, got {bucket!r}")
+        sizes.append((int(h), int(w)))
+    bad = [f"{h}x{w}" for h, w in sizes if h % 16 or w % 16]
+    if bad:
+        raise ValueError(f"sizes must be multiples of 16 px (VAE factor 8 x patch 2), got {', '.join(bad)}")
+    return sizes
+
+
+def _methods(preset, wanted) -> list[str]:
+    if not wanted:
+        return list(preset.methods)
+    return [m for m in wanted if m == "teacher" or m in preset.methods or _fits(preset, m)]
+
+
+def _fits(preset, method) -> bool:
+    from ..integrations.diffusers.families import FAMILIES
+    from ..methods import REGISTRY
+
+    return method in REGISTRY and REGISTRY[method].kind == FAMILIES[preset.family].kind
+
+
+def run_model(args) -> int:
+    from tqdm.auto import tqdm
+
+    from . import bench_model as bm
+    from . import bench_report as br
+    from .measure import matmul_gflops
+
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    if args.layers not in ("1", "full"):
+        raise ValueError(f"--layers must be 1 or full, got {args.layers!r}")
+    unknown = [m for m in (args.methods or []) if m != "teacher" and not any(_fits(p, m) for p in PRESETS.values())]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; valid: teacher, {', '.join(sorted(ba.mechanisms()))}")
+    sizes = _sizes(args)
+    max_seconds = args.max_seconds if args.max_seconds is not None else (20.0 if args.quick else None)
+    settings = bm.ModelSettings(device, dtype, args.layers, max_seconds, args.repeats)
+    ceiling = matmul_gflops(device, dtype)
+    presets = [PRESETS[p] for p in args.presets]
+    plan = [(p, m) for p in presets for m in _methods(p, args.methods)]
+    cells: list = []
+    with tqdm(total=len(plan) * len(sizes), desc="bench model", unit="cell") as bar:
+        for preset, method in plan:
+            bar.set_postfix_str(f"{preset.name} {method}")
+            bm.bench_method(preset, method, sizes, settings, cells, progress=bar)
+    attention = [] if args.no_attention else _attention_cells(plan, sizes, settings)
+    machine = machine_info(device)
+    md = model_markdown(cells, attention, args, machine, ceiling, settings)
+    print(md)
+    write_text(args.out / "bench.md", md + "\n")
+    br.plot(cells, args.out / "bench.png", args.dtype)
+    write_json(args.out / "bench.json", {
+        "command": "lindit " + " ".join(args.argv),
+        "settings": {"dtype": args.dtype, "device": str(device), "layers": args.layers, "max_seconds": max_seconds,
+                     "sizes": sizes, "repeats": args.repeats},
+        "machine": machine, "matmul_gflops": ceiling,
+        "slopes": {f"{p}/{m}": v for (p, m), v in br.slopes(cells).items()},
+        "cells": [c.as_dict() for c in cells],
+        "attention_cells": [c.as_dict() for c in attention],
+    })
+    print(f"\nwrote {args.out / 'bench.md'}, {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    return 0
+
+
+def _attention_cells(plan, sizes, settings):
+    """Attention-only timings of each method's layer at the square sizes' token counts."""
+    names = []
+    for preset, method in plan:
+        name = ("joint_softmax" if preset.family == "sd3" else "softmax") if method == "teacher" else method
+        names += [name] if name not in names else []
+    tokens = [(h // 16) * (w // 16) for h, w in sizes if h == w]
+    s = ba.Settings(1152, 16, 333, 1, settings.dtype, settings.device, settings.max_seconds, settings.repeats)
+    return ba.run(names, tokens, s)
+
+
+def model_markdown(cells, attention, args, machine, ceiling, settings) -> str:
+    from . import bench_report as br
+
+    parts = [
+        f"Command: `lindit {' '.join(args.argv)}`\n\n"
+        f"Machine: {machine['cpu']}, {machine['torch_threads']} threads, {machine['device']}, torch {machine['torch']}; "
+        f"dense {args.dtype} matmul (2048^3) in the same run: {ceiling:.0f} GFLOP/s.",
+        "One transformer forward, batch 1, " + args.dtype + (
+            ". `~` marks an estimate: one block of each type timed, times the model's depth, plus embedding and "
+            "final layers timed once." if settings.layers == "1" else ", full depth timed."),
+        br.forward_table(cells),
+        "Per-block latency (median; `block0`, `block1` ... are the distinct block types, e.g. SD3.5's dual-attention "
+        "and plain blocks)\n\n" + br.block_table(cells, "latency"),
+        "Per-block speed-up, teacher / method (same run)\n\n" + br.block_table(cells, "ratio"),
+        f"Achieved GFLOP/s per block (FLOPs counted by torch's flop counter; matmul ceiling {ceiling:.0f})\n\n"
+        + br.block_table(cells, "gflops"),
+        "Peak memory per block (MB, " + ("max allocated" if machine["device"].startswith("cuda") else "RSS growth")
+        + ")\n\n" + br.block_table(cells, "memory"),
+        "Fitted log-log slope of forward time against pixels (square sizes >= 1024 px): "
+        + ", ".join(f"{p}/{m} {v:.2f}" for (p, m), v in br.slopes(cells).items() if v is not None),
+        "For reference, EDiT Table 3 (NVIDIA A100, one forward, seconds; not measured here)\n\n" + br.paper_table(),
+    ]
+    if attention:
+        parts.append("Attention layer only (width 1152, 16 heads; joint layers with 333 prompt tokens)\n\n"
+                     + attention_markdown(attention, ba.Settings(), machine).split("\n\n", 1)[1])
+    skipped = br.skipped_lines(cells)
+    return "\n\n".join(parts + (["\n".join(skipped)] if skipped else []))

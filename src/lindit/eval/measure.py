@@ -7,6 +7,7 @@ import platform
 import statistics
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -79,20 +80,32 @@ class _PeakRSS:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
-def _return_freed_memory_to_os() -> None:
-    """Make glibc serve large blocks with mmap and unmap them on free, so RSS follows live tensors.
-
-    By default glibc raises its mmap threshold after the first large free and keeps later blocks in
-    its heap: every call after the first then reuses retained memory and RSS growth reads as zero.
-    """
+def _set_mmap_threshold(nbytes: int, trim: bool = False) -> None:
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 20)
+        libc.mallopt(_M_MMAP_THRESHOLD, nbytes)
+        libc.mallopt(_M_TRIM_THRESHOLD, nbytes)
+        if trim:
+            libc.malloc_trim(0)  # hand retained free memory back, so the baseline is what is live
     except (OSError, AttributeError):
         pass  # not glibc: RSS growth may under-report after warm-up
+
+
+@contextmanager
+def _rss_tracks_tensors():
+    """Make glibc serve blocks over 1 MB with mmap and unmap them on free, so RSS follows live tensors.
+
+    By default glibc raises its mmap threshold (up to 32 MB) after large frees and keeps later blocks in
+    its heap: calls after the first reuse retained memory and RSS growth reads as zero. Afterwards the
+    threshold is set to glibc's own ceiling of 32 MB, the steady state timing runs see.
+    """
+    _set_mmap_threshold(1 << 20, trim=True)
+    try:
+        yield
+    finally:
+        _set_mmap_threshold(32 << 20)
 
 
 def peak_memory_bytes(fn, device: torch.device) -> int:
@@ -109,8 +122,7 @@ def peak_memory_bytes(fn, device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - base
     if not os.path.exists("/proc/self/statm"):
         return -1  # no cheap RSS source on this OS; reported as unknown
-    _return_freed_memory_to_os()
-    with _PeakRSS() as rss:
+    with _rss_tracks_tensors(), _PeakRSS() as rss:
         fn()
     return rss.peak - rss.base
 

@@ -1,0 +1,78 @@
+"""``lindit bench model`` on tiny presets of the real classes: structure of the results, not timings."""
+
+import json
+
+import pytest
+import torch
+
+from lindit.cli import main
+from lindit.eval import bench_model as bm
+from lindit.eval.bench_report import fitted_slope
+from lindit.eval.presets import PRESETS, Preset
+from tiny_models import tiny_pixart, tiny_sd3
+
+TINY = {
+    "tiny-pixart": Preset("tiny-pixart", "pixart", type(tiny_pixart()), dict(tiny_pixart(layers=4).config),
+                          ("teacher", "edit", "kv_compress"), prompt_tokens=5, prompt_dim=12),
+    "tiny-sd3": Preset("tiny-sd3", "sd3", type(tiny_sd3()), {**tiny_sd3(layers=4).config, "pos_embed_max_size": 8},
+                       ("teacher", "mm_edit"), prompt_tokens=5, prompt_dim=12, pooled_dim=10),
+}
+
+
+@pytest.fixture
+def tiny_presets(monkeypatch):
+    for name, preset in TINY.items():
+        monkeypatch.setitem(PRESETS, name, preset)
+
+
+def test_bench_model_writes_tables_json_and_plot(tmp_path, tiny_presets, capsys):
+    code = main(["bench", "model", "--presets", "tiny-pixart", "tiny-sd3", "--resolutions", "64", "128", "160",
+                 "--non-square", "64x96", "--repeats", "3", "--device", "cpu", "--no-attention", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["command"].startswith("lindit bench model --presets tiny-pixart")
+    cells = {(c["preset"], c["method"], c["height_px"], c["width_px"]): c for c in data["cells"]}
+    assert len(cells) == (3 + 2) * 4
+    kv = cells[("tiny-pixart", "kv_compress", 128, 128)]
+    assert len(kv["block_s"]) == 2, "kv_compress has plain and compressed blocks: two block types"
+    sd3 = cells[("tiny-sd3", "teacher", 64, 64)]
+    assert len(sd3["block_s"]) == 3, "SD3.5: dual-attention, plain and context-pre-only blocks"
+    for c in data["cells"]:
+        if not c["skipped"]:  # 4 blocks: the estimate covers every block type at least once, plus overhead
+            assert c["estimate"] and c["forward_s"] >= sum(c["block_s"].values()) and c["overhead_s"] >= 0
+            assert all(v > 0 for v in c["block_gflop"].values())
+    skipped = cells[("tiny-sd3", "mm_edit", 160, 160)]["skipped"]
+    assert "positional-embedding table 8x8 < grid 10x10" in skipped
+    md = (tmp_path / "bench.md").read_text()
+    assert "~" in md and "estimate" in md and "EDiT Table 3" in md and "skipped, positional" in md
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def test_max_seconds_skips_with_reason(tmp_path, tiny_presets):
+    main(["bench", "model", "--presets", "tiny-pixart", "--methods", "teacher", "--resolutions", "64", "512",
+          "--non-square", "none", "--max-seconds", "1e-9", "--no-attention", "--device", "cpu", "--out", str(tmp_path)])
+    cells = json.loads((tmp_path / "bench.json").read_text())["cells"]
+    assert cells[0]["skipped"] is None and "--max-seconds" in cells[1]["skipped"]
+
+
+def test_bad_sizes_and_methods_are_clear_errors(tmp_path, tiny_presets, capsys):
+    assert main(["bench", "model", "--presets", "tiny-pixart", "--resolutions", "100", "--out", str(tmp_path)]) == 2
+    assert "multiples of 16" in capsys.readouterr().err
+    assert main(["bench", "model", "--presets", "tiny-pixart", "--methods", "edt", "--out", str(tmp_path)]) == 2
+    assert "unknown method(s) ['edt']" in capsys.readouterr().err
+
+
+def test_one_block_stub_is_materialised_and_wired_to_its_own_grid():
+    full = bm.meta_model(TINY["tiny-sd3"], "mm_edit")
+    assert all(p.is_meta for p in full.parameters())
+    stub = bm.one_block_model(full, 0, torch.device("cpu"), torch.float32)
+    assert len(stub.transformer_blocks) == 1 and len(full.transformer_blocks) == 4
+    assert all(torch.isfinite(p).all() and not p.is_meta for p in stub.parameters())
+    assert stub.transformer_blocks[0].attn.grid is stub.lindit_grid is not full.lindit_grid
+    args, kwargs = bm.capture_block_inputs(stub, TINY["tiny-sd3"].inputs(16, 12, "cpu", torch.float32))
+    assert kwargs["hidden_states"].shape == (1, 8 * 6, 16)
+
+
+def test_fitted_slope_recovers_power_laws():
+    assert fitted_slope([(x, 3 * x) for x in (1e6, 4e6, 16e6)]) == pytest.approx(1.0)
+    assert fitted_slope([(x, 2 * x**2) for x in (1e6, 4e6, 16e6)]) == pytest.approx(2.0)
