@@ -178,3 +178,14 @@ def test_converted_attention_flops_double_with_tokens(teachers, fam, method):
     assert ratio == pytest.approx(tokens, rel=0.05), f"{method}: x{ratio:.2f} for x{tokens:.2f} tokens"
     teacher_ratio = _attention_flops(teacher, fam, *large) / _attention_flops(teacher, fam, *small)
     assert teacher_ratio > 1.4 * tokens, f"softmax teacher should grow quadratically, got x{teacher_ratio:.2f}"
+
+
+def test_sd3_students_run_beyond_the_positional_table(teachers):
+    teacher = teachers["sd3"]  # pos_embed_max_size 32: grids up to 32 x 32 tokens
+    student = lindit.convert(teacher, "mm_edit")
+    with pytest.raises(ValueError, match="cannot be greater than `pos_embed_max_size`"):
+        forward(teacher, "sd3", 80, 16)
+    out = forward(student, "sd3", 80, 16)  # a 40 x 8 grid
+    assert out.shape == (2, 4, 80, 16) and torch.isfinite(out).all()
+    inside = inputs("sd3", 24, 40)  # grids that fit keep the teacher's crop exactly
+    assert torch.equal(student.pos_embed(inside["hidden_states"]), teacher.pos_embed(inside["hidden_states"]))

@@ -20,6 +20,7 @@ from accelerate import init_empty_weights
 from torch import nn
 
 from ..integrations.diffusers import convert, token_grid
+from ..integrations.diffusers.positions import InterpolatingPatchEmbed
 from .measure import count_flops, peak_memory_bytes, time_call
 from .presets import Preset
 
@@ -121,10 +122,13 @@ class ModelSettings:
 QUADRATIC = ("teacher", "kv_compress")
 
 
-def _too_small_table(preset: Preset, height: int, width: int) -> str | None:
-    """SD3's positional table is cropped, not interpolated: larger grids cannot run (EDiT Table 3's '-')."""
+def _too_small_table(preset: Preset, model: nn.Module, height: int, width: int) -> str | None:
+    """The teacher SD3 crops its positional table: larger grids cannot run (EDiT Table 3's '-'). Converted
+    models interpolate the table (``allow_any_resolution``) and run."""
     max_size = preset.config.get("pos_embed_max_size")
     p = preset.config["patch_size"]
+    if isinstance(getattr(model, "pos_embed", None), InterpolatingPatchEmbed):
+        return None
     if max_size and max(height, width) // p > max_size:
         return f"positional-embedding table {max_size}x{max_size} < grid {height // p}x{width // p}"
     return None
@@ -190,7 +194,7 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
     for hp, wp in sizes:
         h, w = hp // 8, wp // 8
         cell = ModelCell(preset.name, method, hp, wp, (h // 2) * (w // 2), estimate=s.layers != "full")
-        cell.skipped = _too_small_table(preset, h, w)
+        cell.skipped = _too_small_table(preset, full, h, w)
         predicted = _predict(done, method, cell.tokens)
         if cell.skipped is None and s.max_seconds is not None and predicted and predicted > s.max_seconds:
             cell.skipped = f"predicted {predicted:.0f} s per run > --max-seconds {s.max_seconds:g}"

@@ -4,6 +4,7 @@ from .adapters import FeedForwardAdapter, JointAttentionAdapter, SelfAttentionAd
 from .convert import Plan, convert, converted_layers, count_parameters
 from .families import FAMILIES, family_of
 from .persistence import is_lindit_dir, load, save
+from .positions import allow_any_resolution
 
 __all__ = [
     "FAMILIES",
@@ -12,6 +13,7 @@ __all__ = [
     "Plan",
     "SelfAttentionAdapter",
     "TokenGrid",
+    "allow_any_resolution",
     "convert",
     "converted_layers",
     "count_parameters",

@@ -18,6 +18,7 @@ from ...methods import REGISTRY, Method, get_method
 from ...modules import MixFFN
 from .adapters import FeedForwardAdapter, JointAttentionAdapter, SelfAttentionAdapter, TokenGrid, install_grid
 from .families import FAMILIES, Family, family_of, layer_spec, patch_size
+from .positions import allow_any_resolution
 
 # Teacher projection groups (LiT Table 3) -> (teacher attribute, student attribute) pairs they cover.
 INHERIT_GROUPS = {
@@ -110,6 +111,7 @@ def build_structure(model: nn.Module, plan: Plan) -> None:
     fam = FAMILIES[plan.family]
     method = REGISTRY[plan.method]
     grid = install_grid(model, patch_size(model))
+    allow_any_resolution(model)  # SD3: positions beyond the trained table; PixArt/DiT: no change
     for i in plan.layers:
         block = model.transformer_blocks[i]
         _replace_attention(block, fam, method, plan.options, grid)

@@ -1,0 +1,127 @@
+"""Teachers and students: where they come from, how they are frozen, and the trainable set of a stage.
+
+A teacher source is one entry of ``TEACHER_SOURCES`` (a path, a random tiny model, a built-in teacher), so a
+new kind of source (e.g. the shapes world's shipped tiny teachers) is one function added there.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from accelerate import init_empty_weights
+from torch import nn
+
+from ..integrations.diffusers import convert, converted_layers, load
+from ..integrations.diffusers.convert import Plan, build_structure
+from ..integrations.diffusers.families import FAMILIES, family_of
+from ..integrations.diffusers.loading import load_teacher
+from .config import ModelConfig, ModelSource, RandomModel
+
+
+def _from_path(source: ModelSource) -> nn.Module:
+    return load_teacher(source.path, subfolder=source.subfolder)
+
+
+def _from_random(source: ModelSource) -> nn.Module:
+    return random_model(source.random)
+
+
+def _from_builtin(source: ModelSource) -> nn.Module:
+    # The shapes world's pretrained tiny teachers will register here (name -> loader).
+    raise ValueError(f"no built-in teacher {source.builtin!r} is available yet; use path or random")
+
+
+TEACHER_SOURCES: dict[str, Callable[[ModelSource], nn.Module]] = {
+    "path": _from_path,
+    "random": _from_random,
+    "builtin": _from_builtin,
+}
+
+
+def random_model(spec: RandomModel) -> nn.Module:
+    """A diffusers transformer of class ``spec.cls`` built from ``spec.config`` with weights drawn from ``spec.seed``.
+
+    The global RNG is left as it was, so building a teacher does not shift the training run's randomness.
+    """
+    classes = {f.model_class.__name__: f.model_class for f in FAMILIES.values()}
+    if spec.cls not in classes:
+        raise ValueError(f"random model class {spec.cls!r} is not supported; choose one of {', '.join(classes)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        try:
+            return classes[spec.cls](**spec.config).eval()
+        except TypeError as err:
+            raise ValueError(f"random model {spec.cls}: bad config ({err})") from None
+
+
+def load_teacher_source(source: ModelSource | None, base: str | None) -> nn.Module:
+    """A frozen (eval, no-grad) teacher from ``source``, or the ``base`` pipeline's transformer."""
+    if source is None:
+        if base is None:
+            raise ValueError("no teacher: set model.base or model.teacher")
+        source = ModelSource(path=base)
+    kind = source.kind()
+    if kind not in TEACHER_SOURCES:
+        raise ValueError(f"a teacher cannot come from {kind!r}; use one of {', '.join(TEACHER_SOURCES)}")
+    return freeze(TEACHER_SOURCES[kind](source))
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def build_student(cfg: ModelConfig, teacher: nn.Module | None) -> nn.Module:
+    """The student in float32: a saved lindit model (``student.lindit``) or ``lindit.convert(teacher)``."""
+    if cfg.student is not None:
+        if cfg.student.kind() != "lindit":
+            raise ValueError("model.student: give a folder written by lindit.save as {lindit: PATH}")
+        return load(cfg.student.lindit).float().train()
+    if teacher is None:
+        raise ValueError("model: a teacher is needed to build the student")
+    return convert(teacher, cfg.method, **cfg.convert).float().train()
+
+
+def adopt_teacher_config(student: nn.Module, teacher: nn.Module) -> nn.Module:
+    """The student rebuilt on ``teacher``'s diffusers config (sample size, position-embedding scale), its
+    weights unchanged: how EDiT continues at 1024 px next to the 1024 px teacher. Parameter shapes must match.
+    """
+    if family_of(teacher) is not family_of(student):
+        raise ValueError(f"stage teacher {type(teacher).__name__} is not of the student's class {type(student).__name__}")
+    plan = Plan(**student.lindit_config)
+    with init_empty_weights(include_buffers=False):
+        rebuilt = type(teacher).from_config(teacher.config)
+        build_structure(rebuilt, plan)
+    state = student.state_dict()
+    expected = rebuilt.state_dict()
+    bad = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
+    if bad or set(state) - set(expected):
+        raise ValueError(f"the stage teacher's architecture differs from the student's (e.g. {(bad or sorted(set(state) - set(expected)))[0]})")
+    rebuilt.load_state_dict(state, strict=True, assign=True)
+    return rebuilt.float().train(student.training)
+
+
+def trainable_parameters(student: nn.Module, which: str) -> list[nn.Parameter]:
+    """Set requires_grad for a stage and return the trainable parameters.
+
+    ``attention``: only the layers lindit put in (EDiT stage 1); ``all``: every weight.
+    """
+    if which == "all":
+        student.requires_grad_(True)
+        return list(student.parameters())
+    student.requires_grad_(False)
+    layers = converted_layers(student)
+    if not layers:
+        raise ValueError("trainable: attention needs a converted student, but this model has no lindit layers")
+    for layer in layers.values():
+        layer.requires_grad_(True)
+    return [p for p in student.parameters() if p.requires_grad]
+
+
+def disable_label_dropout(model: nn.Module) -> None:
+    """Turn off DiT's built-in 10% class-label dropout: lindit drops labels itself (seeded, resumable), and
+    the teacher, in eval mode, must see the same labels as the student."""
+    for module in model.modules():
+        if type(module).__name__ == "LabelEmbedding":
+            module.dropout_prob = 0.0
