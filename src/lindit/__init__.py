@@ -7,7 +7,8 @@
 """
 
 from . import functional
-from .integrations.diffusers import convert, load, save
+from .generate import pipeline
+from .integrations.diffusers import allow_any_resolution, convert, load, save
 from .methods import methods
 from .modules import JointAttention, LinearAttention, MixFFN, SoftmaxAttention
 
@@ -18,9 +19,11 @@ __all__ = [
     "LinearAttention",
     "MixFFN",
     "SoftmaxAttention",
+    "allow_any_resolution",
     "convert",
     "functional",
     "load",
     "methods",
+    "pipeline",
     "save",
 ]

@@ -16,6 +16,7 @@ COMMANDS = {
     "convert": ("lindit.convert_cli", "convert a diffusers transformer into a linear-time model"),
     "distill": ("lindit.training.cli", "distil or fine-tune a converted model (accelerate)"),
     "cache": ("lindit.training.cache_cli", "encode a dataset with the VAE and text encoders once"),
+    "generate": ("lindit.generate_cli", "generate images with the stock diffusers pipeline"),
     "bench": ("lindit.eval.bench_cli", "latency and memory benchmarks"),
 }
 

@@ -1,0 +1,90 @@
+"""``lindit generate``: images from a lindit (or teacher) model with its family's stock pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="generate images with the stock diffusers pipeline")
+    p.add_argument("--model", required=True, help="lindit folder, diffusers folder, hub id or builtin:NAME")
+    p.add_argument("--base", default=None, help="pipeline folder with VAE, scheduler and text encoders")
+    p.add_argument("--prompt", action="append", default=[], help="prompt (repeat for several)")
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--class-label", type=int, action="append", default=None, help="DiT class label (repeatable)")
+    p.add_argument("--height", type=int, default=None, help="px (default: the model's trained size)")
+    p.add_argument("--width", type=int, default=None, help="px (default: the model's trained size)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=4.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=1, help="images per prompt")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, required=True, help="PNG path; several images get _0, _1 ... suffixes")
+    p.add_argument("--profile", action="store_true", help="report wall time and peak memory")
+    p.set_defaults(func=run)
+
+
+def _default_size(pipe) -> int:
+    from .generate import size_multiple
+
+    cfg = pipe.transformer.config
+    return int(cfg.sample_size) * (size_multiple(pipe) // int(cfg.patch_size))
+
+
+def _paths(out: Path, n: int) -> list[Path]:
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {out}")
+    return [out] if n == 1 else [out.with_name(f"{out.stem}_{i}.png") for i in range(n)]
+
+
+def _metadata(args, req, model_desc: str, index: int):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    fields = {"prompt": req.prompts[index % len(req.prompts)] if req.prompts else "",
+              "negative_prompt": req.negative_prompt or "", "seed": req.seed, "steps": req.steps,
+              "guidance": req.guidance, "size": f"{req.height}x{req.width}", "model": model_desc,
+              "software": f"lindit {__version__}"}
+    if req.class_labels:
+        fields["class_label"] = req.class_labels[index // req.batch]
+    for key, value in fields.items():
+        info.add_text(key, str(value))
+    return info
+
+
+def run(args) -> int:
+    from .eval.measure import peak_memory_bytes, resolve_device, resolve_dtype
+    from .generate import Request, pipeline, run as generate
+    from .io import atomic_path
+
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    pipe = pipeline(args.model, base=args.base, dtype=dtype, device=device)
+    size = _default_size(pipe)
+    req = Request(args.prompt, args.negative_prompt, args.height or size, args.width or size, args.steps,
+                  args.guidance, args.seed, args.batch, args.class_label)
+    encode = getattr(pipe, "lindit_encode_prompts", None)  # built-in world pipelines carry their text encoder
+    images, peak = [], None
+    start = time.perf_counter()
+    if args.profile:
+        peak = peak_memory_bytes(lambda: images.extend(generate(pipe, req, encode)), device)
+    else:
+        images = generate(pipe, req, encode)
+    seconds = time.perf_counter() - start
+    plan = getattr(pipe.transformer, "lindit_config", None) or {}
+    desc = f"{args.model} ({plan.get('method', 'teacher')})"
+    for i, (image, path) in enumerate(zip(images, _paths(args.out, len(images)))):
+        with atomic_path(path, suffix=".png") as tmp:
+            image.save(tmp, format="PNG", pnginfo=_metadata(args, req, desc, i))
+        print(f"wrote {path}")
+    if args.profile:
+        report = {"seconds": round(seconds, 3), "peak_memory_mb": None if peak < 0 else round(peak / 2**20, 1),
+                  "size": [req.height, req.width], "steps": req.steps, "dtype": args.dtype, "device": str(device)}
+        print("profile: " + json.dumps(report))
+    return 0
