@@ -15,10 +15,11 @@ from tqdm.auto import tqdm
 
 from ..methods import REGISTRY, LayerSpec
 from ..modules import JointAttention, SoftmaxAttention
-from .measure import Timing, peak_memory_bytes, time_call
+from .measure import Timing, peak_memory_bytes, time_call, timed_peak
 
 FULL_TOKENS = (1024, 4096, 16384, 65536)
 QUICK_TOKENS = (1024, 4096, 16384)
+SLOW_S = 30.0  # cells slower than this get a single run
 QUICK_MECHANISMS = ("softmax", "kv_compress", "edit", "lit", "sana", "linfusion", "joint_softmax", "mm_edit")
 
 
@@ -116,8 +117,12 @@ def _run_cell(layer, name: str, n: int, predicted: float | None, s: Settings) ->
         with torch.no_grad():
             layer(*args)
 
-    timing: Timing = time_call(call, s.device, warmup=1, repeats=s.repeats)
-    cell.latency_s, cell.runs = timing.median_s, timing.runs
-    mem = peak_memory_bytes(call, s.device)
+    if predicted is not None and predicted > SLOW_S:  # one run measures time and memory together
+        cell.latency_s, mem = timed_peak(call, s.device)
+        cell.runs = 1
+    else:
+        timing: Timing = time_call(call, s.device, warmup=1, repeats=s.repeats)
+        cell.latency_s, cell.runs = timing.median_s, timing.runs
+        mem = peak_memory_bytes(call, s.device)
     cell.peak_mem_mb = None if mem < 0 else mem / 2**20
     return cell

@@ -141,10 +141,14 @@ def run_model(args) -> int:
     presets = [PRESETS[p] for p in args.presets]
     plan = [(p, m) for p in presets for m in _methods(p, args.methods)]
     cells: list = []
+    overheads: dict = {}
+    linear_first = sorted(plan, key=lambda pm: pm[1] in bm.QUADRATIC)  # overheads measured on fast blocks
     with tqdm(total=len(plan) * len(sizes), desc="bench model", unit="cell") as bar:
-        for preset, method in plan:
+        for preset, method in linear_first:
             bar.set_postfix_str(f"{preset.name} {method}")
-            bm.bench_method(preset, method, sizes, settings, cells, progress=bar)
+            bm.bench_method(preset, method, sizes, settings, cells, overheads, progress=bar)
+    order = {pm: i for i, pm in enumerate((p.name, m) for p, m in plan)}
+    cells.sort(key=lambda c: order[(c.preset, c.method)])
     attention = [] if args.no_attention else _attention_cells(plan, sizes, settings)
     machine = machine_info(device)
     md = model_markdown(cells, attention, args, machine, ceiling, settings)

@@ -12,16 +12,18 @@ that block's time. ``--layers full`` times the real full-depth forward instead (
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
 import torch
 from accelerate import init_empty_weights
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from ..integrations.diffusers import convert, token_grid
 from ..integrations.diffusers.positions import InterpolatingPatchEmbed
-from .measure import count_flops, peak_memory_bytes, time_call
+from .measure import count_flops, peak_memory_bytes, time_call, timed_peak
 from .presets import Preset
 
 
@@ -80,7 +82,7 @@ def block_types(model: nn.Module) -> list[str]:
 
 
 def one_block_model(full: nn.Module, index: int, device, dtype) -> nn.Module:
-    """A copy of ``full`` keeping only block ``index``, materialised on ``device``.
+    """A copy of ``full`` keeping only block ``index``, materialised on ``device`` (device None: left on meta).
 
     The copy is taken of the whole model with its block list swapped, so the block's adapters and the
     model's grid hook are copied together and stay connected.
@@ -91,7 +93,7 @@ def one_block_model(full: nn.Module, index: int, device, dtype) -> nn.Module:
         stub = copy.deepcopy(full)
     finally:
         full.transformer_blocks = blocks
-    return materialize(stub, device, dtype)
+    return stub if device is None else materialize(stub, device, dtype)
 
 
 def capture_block_inputs(model: nn.Module, inputs: dict):
@@ -144,36 +146,50 @@ def _predict(done: list[ModelCell], method: str, tokens: int) -> float | None:
     return sum(last.block_s.values()) * (tokens / last.tokens) ** exponent
 
 
-class _Timer:
-    """Times one block type of one model at one size."""
+SLOW_S = 30.0  # blocks slower than this get one run that measures time and peak memory together
 
-    def __init__(self, stub: nn.Module, inputs: dict, s: ModelSettings):
-        self.stub, self.inputs, self.s = stub, inputs, s
+
+def _to_meta(tree):
+    return tree_map(lambda t: t.to("meta") if torch.is_tensor(t) else t, tree)
+
+
+class _Timer:
+    """Times one block type of one model at one size; FLOPs are counted on a meta-device twin (shapes
+    only), so a softmax block at 8192 px is counted without materialising its N x N scores."""
+
+    def __init__(self, stub: nn.Module, meta_stub: nn.Module, inputs: dict, s: ModelSettings):
+        self.stub, self.meta_stub, self.inputs, self.s = stub, meta_stub, inputs, s
         self.args, self.kwargs = capture_block_inputs(stub, inputs)
-        self.block = stub.transformer_blocks[0]
         self.grid = getattr(stub, "lindit_grid", None)
 
-    def _call_block(self):
-        with torch.no_grad():
-            if self.grid is None:
-                self.block(*self.args, **self.kwargs)
-            else:
-                with token_grid(self.stub, self.grid.current()):
-                    self.block(*self.args, **self.kwargs)
+    def _call(self, stub, args, kwargs):
+        with torch.no_grad(), (token_grid(stub, self.grid.hw) if self.grid else contextlib.nullcontext()):
+            stub.transformer_blocks[0](*args, **kwargs)
 
-    def _call_model(self):
+    def call_block(self):
+        self._call(self.stub, self.args, self.kwargs)
+
+    def call_model(self):
         with torch.no_grad():
             self.stub(**self.inputs, return_dict=False)
 
-    def measure(self, with_overhead: bool):
-        block = time_call(self._call_block, self.s.device, warmup=1, repeats=self.s.repeats).median_s
-        overhead = None
-        if with_overhead:  # the one-block model minus its block: embedding, conditioning, final layer
-            model = time_call(self._call_model, self.s.device, warmup=0, repeats=self.s.repeats).median_s
-            overhead = max(model - block, 0.0)
-        flops = count_flops(self._call_block)
-        peak = peak_memory_bytes(self._call_block, self.s.device)
-        return block, overhead, flops / 1e9, (None if peak < 0 else peak / 2**20)
+    def gflop(self) -> float:
+        args, kwargs = _to_meta((self.args, self.kwargs))
+        return count_flops(lambda: self._call(self.meta_stub, args, kwargs)) / 1e9
+
+    def measure(self, predicted: float | None) -> tuple[float, float | None]:
+        """(median seconds, peak MB) of the block."""
+        if predicted is not None and predicted > SLOW_S:
+            seconds, peak = timed_peak(self.call_block, self.s.device)
+        else:
+            seconds = time_call(self.call_block, self.s.device, warmup=1, repeats=self.s.repeats).median_s
+            peak = peak_memory_bytes(self.call_block, self.s.device)
+        return seconds, (None if peak < 0 else peak / 2**20)
+
+    def overhead(self, block_s: float) -> float:
+        """Embedding, conditioning and final layer: the one-block model minus its block."""
+        model = time_call(self.call_model, self.s.device, warmup=0, repeats=self.s.repeats).median_s
+        return max(model - block_s, 0.0)
 
 
 def _type_plan(full: nn.Module) -> tuple[dict[str, int], dict[str, int]]:
@@ -186,8 +202,13 @@ def _type_plan(full: nn.Module) -> tuple[dict[str, int], dict[str, int]]:
     return first, counts
 
 
-def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: list[ModelCell], progress=None):
-    """Cells for one method of one preset at every size (height_px, width_px); appends to ``done``."""
+def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: list[ModelCell],
+                 overheads: dict, progress=None):
+    """Cells for one method of one preset at every size (height_px, width_px); appends to ``done``.
+
+    ``overheads`` maps (preset, size) to the embedding/final-layer time, measured once per size (they are
+    the same for every method) with the first method that gets there: run linear methods first.
+    """
     full = meta_model(preset, method)
     first, counts = _type_plan(full)
     stubs = {}
@@ -203,21 +224,27 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
             if s.layers == "full":
                 _time_full(cell, full, inputs, s)
             else:
-                _time_blocks(cell, full, first, counts, stubs, inputs, s)
+                key = (preset.name, hp, wp)
+                _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overheads.get(key))
+                overheads.setdefault(key, cell.overhead_s)
         done.append(cell)
         if progress is not None:
             progress.update()
     return done
 
 
-def _time_blocks(cell, full, first, counts, stubs, inputs, s) -> None:
-    for i, (label, index) in enumerate(first.items()):
+def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhead) -> None:
+    for label, index in first.items():
         if label not in stubs:
-            stubs[label] = one_block_model(full, index, s.device, s.dtype)
-        block, overhead, gflop, peak = _Timer(stubs[label], inputs, s).measure(with_overhead=i == 0)
-        cell.block_s[label], cell.block_gflop[label], cell.block_peak_mb[label] = block, gflop, peak
-        cell.overhead_s = overhead if i == 0 else cell.overhead_s
-    cell.forward_s = cell.overhead_s + sum(cell.block_s[k] * counts[k] for k in counts)
+            stubs[label] = (one_block_model(full, index, s.device, s.dtype), one_block_model(full, index, None, None))
+        timer = _Timer(*stubs[label], inputs, s)
+        share = None if predicted is None else predicted / len(first)  # rough: types cost about the same
+        cell.block_s[label], cell.block_peak_mb[label] = timer.measure(share)
+        cell.block_gflop[label] = timer.gflop()
+        if overhead is None:
+            overhead = timer.overhead(cell.block_s[label])
+    cell.overhead_s = overhead
+    cell.forward_s = overhead + sum(cell.block_s[k] * counts[k] for k in counts)
 
 
 def _time_full(cell, full, inputs, s) -> None:

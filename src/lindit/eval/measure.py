@@ -127,6 +127,22 @@ def peak_memory_bytes(fn, device: torch.device) -> int:
     return rss.peak - rss.base
 
 
+def timed_peak(fn, device: torch.device) -> tuple[float, int]:
+    """One call of ``fn``: (seconds, peak extra bytes), for cells too slow to run twice."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base, start = torch.cuda.memory_allocated(device), time.perf_counter()
+        fn()
+        synchronize(device)
+        return time.perf_counter() - start, torch.cuda.max_memory_allocated(device) - base
+    with _rss_tracks_tensors(), _PeakRSS() as rss:
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+    return seconds, rss.peak - rss.base
+
+
 def count_flops(fn) -> int:
     """FLOPs of ``fn()`` by torch's counter, under the MATH SDPA backend (the fused CPU kernel is invisible)."""
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
