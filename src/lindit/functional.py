@@ -75,43 +75,46 @@ def linear_attention_reference(q, k, v, eps: float = 1e-6):
 
 
 def linear_attention_state(k, v):
-    """The key-value state of linear attention, normalised by the key count.
+    """The key-value state of linear attention: (sum_j k_j^T [v_j | 1], key count), in float32.
 
-    k: (B, H, M, d), v: (B, H, M, dv) -> (B, H, d, dv + 1) in float32: [sum_j k_j^T v_j | sum_j k_j^T] / M.
-    Padding the values with a column of ones (as SANA does) makes one matmul yield both the numerator and
-    the normaliser; dividing by M keeps the state O(1) in magnitude, so it neither overflows low-precision
-    matmuls nor depends on the image size. Sums of partial states over token shards (sequence parallel)
-    combine as (M_a * S_a + M_b * S_b) / (M_a + M_b).
+    k: (B, H, M, d), v: (B, H, M, dv) -> ((B, H, d, dv + 1), M). Padding the values with a column of ones
+    (as SANA does) makes one matmul yield both the numerator and the normaliser. States of token shards
+    add up (sequence parallelism all-reduces them); ``linear_attention_apply`` divides by the count.
     """
-    kf = k.float()
     ones = torch.ones(*v.shape[:-1], 1, dtype=torch.float32, device=v.device)
     v1 = torch.cat([v.float(), ones], dim=-1)  # (B, H, M, dv + 1)
-    return torch.matmul(kf.transpose(-2, -1), v1) / k.shape[-2]  # (B, H, d, dv + 1)
+    return torch.matmul(k.float().transpose(-2, -1), v1), k.shape[-2]  # (B, H, d, dv + 1)
 
 
-def linear_attention_apply(q, state, eps_per_key: float):
-    """Read the state with queries: q (B, H, N, d), state (B, H, d, dv + 1) -> (B, H, N, dv) float32.
+def linear_attention_apply(q, state, count: int, eps: float):
+    """Read a state with queries: q (B, H, N, d) -> (B, H, N, dv) float32, Eq. (3) with eps.
 
-    ``eps_per_key`` is eps / M, the eps of Eq. (3) in the units of the normalised state.
+    The state is divided by the key count first, so its entries are means: O(1) in magnitude whatever the
+    image size (no overflow in low-precision matmuls), with eps rescaled to match.
     """
-    num_den = torch.matmul(q.to(state.dtype), state)  # (B, H, N, dv + 1)
+    num_den = torch.matmul(q.to(state.dtype), state / count)  # (B, H, N, dv + 1)
     num, den = num_den[..., :-1], num_den[..., -1:]
-    return num / (den + eps_per_key)
+    return num / (den + eps / count)
 
 
-def linear_attention(q, k, v, eps: float = 1e-6):
+def _identity_reduce(state, count):
+    return state, count
+
+
+def linear_attention(q, k, v, eps: float = 1e-6, reduce_state=None):
     """Linear attention, EDiT Eq. (3) / LiT Eq. (3), accumulated in float32.
 
     q: (B, H, N, d), k: (B, H, M, d) non-negative feature maps (phi already applied); v: (B, H, M, dv).
-    Returns (B, H, N, dv) in q's dtype. Equals ``linear_attention_reference`` (same eps semantics: the
-    denominator is q_i . sum_j k_j + eps), but normalises the state by M so that fp16/bf16 inputs of any
-    length (262,144 tokens and beyond) stay finite.
+    Returns (B, H, N, dv) in q's dtype. Equals ``linear_attention_reference`` (the denominator is
+    q_i . sum_j k_j + eps) but stays finite for fp16/bf16 inputs of any length (262,144 tokens and beyond).
+    ``reduce_state(state, count) -> (state, count)`` combines the states of token shards (sequence
+    parallelism); the default keeps the local one.
     """
     _check_4d(q=q, k=k, v=v)
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k and v need the same token count, got {k.shape[-2]} and {v.shape[-2]}")
-    state = linear_attention_state(k, v)  # (B, H, d, dv + 1)
-    return linear_attention_apply(q, state, eps / k.shape[-2]).to(q.dtype)
+    state, count = (reduce_state or _identity_reduce)(*linear_attention_state(k, v))
+    return linear_attention_apply(q, state, count, eps).to(q.dtype)
 
 
 def approx_eta(n_img: int, n_txt: int) -> float:
@@ -119,12 +122,12 @@ def approx_eta(n_img: int, n_txt: int) -> float:
     return n_img / (n_img + n_txt)
 
 
-def _linear_with_log_normaliser(q, k, v, eps: float):
+def _linear_with_log_normaliser(q, k, v, eps: float, reduce_state=None):
     """Linear attention plus log sum_j phi(q_i).phi(k_j) (unscaled similarity), for eta^Lin."""
-    state = linear_attention_state(k, v)  # (B, H, d, dv + 1), divided by M
-    out = linear_attention_apply(q, state, eps / k.shape[-2])  # (B, H, N, dv)
-    den = torch.matmul(q.float(), state[..., -1:])  # (B, H, N, 1) = sum_j q.k_j / M
-    log_norm = torch.log(den.clamp_min(torch.finfo(torch.float32).tiny)) + math.log(k.shape[-2])
+    state, count = (reduce_state or _identity_reduce)(*linear_attention_state(k, v))  # (B, H, d, dv + 1)
+    out = linear_attention_apply(q, state, count, eps)  # (B, H, N, dv)
+    den = torch.matmul(q.float(), state[..., -1:] / count)  # (B, H, N, 1) = sum_j q.k_j / M
+    log_norm = torch.log(den.clamp_min(torch.finfo(torch.float32).tiny)) + math.log(count)
     return out, log_norm
 
 
@@ -141,6 +144,7 @@ def hybrid_attention(
     scale: float | None = None,
     n_img: int | None = None,
     eps: float = 1e-6,
+    reduce_state=None,
 ):
     """MM-EDiT hybrid joint attention, EDiT Eq. (7).
 
@@ -162,6 +166,9 @@ def hybrid_attention(
         With ``image_attention="softmax"`` this is the exact decomposition of joint attention (Eq. 6).
       * a float in [0, 1]: a fixed mixing weight.
     The softmax similarity uses ``scale`` (default 1/sqrt(d)); the linear similarity is unscaled.
+    ``reduce_state`` combines the image-image linear state across token shards (see ``linear_attention``);
+    under sequence parallelism prompt queries must see every image key, so shard callers pass
+    ``q_txt=None`` and attend for the prompt themselves.
     """
     _check_4d(q_img=q_img, k_img=k_img, v_img=v_img, q_txt=q_txt, k_txt=k_txt, v_txt=v_txt)
     if image_attention not in ("linear", "softmax"):
@@ -169,9 +176,9 @@ def hybrid_attention(
     exact = _check_eta(eta)
     out_ip, lse_ip = _image_prompt_block(q_img, k_txt, v_txt, scale, need_lse=exact)
     if image_attention == "linear" and not exact:
-        out_ii, log_s_ii = linear_attention(q_img, k_img, v_img, eps=eps).float(), None
+        out_ii, log_s_ii = linear_attention(q_img, k_img, v_img, eps, reduce_state).float(), None
     elif image_attention == "linear":
-        out_ii, log_s_ii = _linear_with_log_normaliser(q_img, k_img, v_img, eps)
+        out_ii, log_s_ii = _linear_with_log_normaliser(q_img, k_img, v_img, eps, reduce_state)
     else:
         out_ii, log_s_ii = softmax_attention_with_lse(q_img, k_img, v_img, scale)
         out_ii = out_ii.float()

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..functional import linear_attention, softmax_attention
 from .grid import Grid, check_grid, merge_heads, split_heads, to_image, to_tokens
+from .shard import gather_rows, grid_conv, state_reducer
 from .token_maps import KVCompress, TokenMapOptions, build_token_map, feature_map
 
 QK_NORMS = {"rms_norm": nn.RMSNorm, "layer_norm": nn.LayerNorm}
@@ -72,9 +73,11 @@ class SoftmaxAttention(nn.Module):
     def forward(self, x, grid: Grid):
         check_grid(x, grid)
         q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)  # (B, N, D)
+        kv_grid = grid
         if self.kv_compress is not None:
-            k, _ = self.kv_compress(k, grid)  # (B, M, D), M = ceil(h/k) * ceil(w/k)
+            k, kv_grid = self.kv_compress(k, grid)  # (B, M, D), M = ceil(h/k) * ceil(w/k)
             v, _ = self.kv_compress(v, grid)
+        k, v = gather_rows(k, kv_grid), gather_rows(v, kv_grid)  # sharded: every key of the image
         q = self.norm_q(split_heads(q, self.heads))  # (B, H, N, d)
         k = self.norm_k(split_heads(k, self.heads))  # (B, H, M, d)
         out = softmax_attention(q, k, split_heads(v, self.heads))  # (B, H, N, d)
@@ -127,13 +130,14 @@ class LinearAttention(nn.Module):
     def forward(self, x, grid: Grid):
         check_grid(x, grid)
         q, _ = self.to_q(x, grid)  # (B, N, D)
-        k, _ = self.to_k(x, grid)  # (B, M, D)
+        k, k_grid = self.to_k(x, grid)  # (B, M, D)
         v, _ = self.to_v(x, grid)  # (B, M, D)
         q = self.phi(self.norm_q(split_heads(q, self.heads)))  # (B, H, N, d), non-negative
         k = self.phi(self.norm_k(split_heads(k, self.heads)))  # (B, H, M, d), non-negative
-        out = merge_heads(linear_attention(q, k, split_heads(v, self.heads), eps=self.eps))  # (B, N, D)
-        if self.value_conv is not None:
-            out = out + to_tokens(self.value_conv(to_image(v, grid)))[0]  # LiT: + DWC(V), (B, N, D)
+        attn = linear_attention(q, k, split_heads(v, self.heads), self.eps, state_reducer(k_grid))  # (B, H, N, d)
+        out = merge_heads(attn)  # (B, N, D)
+        if self.value_conv is not None:  # LiT: + DWC(V)
+            out = out + to_tokens(grid_conv(self.value_conv, to_image(v, grid), grid)[0])[0]  # (B, N, D)
         return self.to_out(out)  # (B, N, C_out)
 
 

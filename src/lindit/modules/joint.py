@@ -27,9 +27,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..functional import hybrid_attention, linear_attention, softmax_attention
+from ..functional import hybrid_attention, linear_attention_apply, linear_attention_state, softmax_attention
 from .attention import _check_heads, _check_kv_maps, qk_norm_layer
 from .grid import Grid, check_grid, merge_heads, split_heads
+from .shard import gather_rows, global_count, state_reducer
 from .token_maps import TokenMapOptions, build_token_map, feature_map
 
 MODES = ("softmax", "hybrid", "linear")
@@ -89,11 +90,11 @@ class JointAttention(nn.Module):
 
     def _image_qkv(self, x, grid: Grid):
         q, _ = self.to_q(x, grid)  # (B, N_I, D)
-        k, _ = self.to_k(x, grid)  # (B, M_I, D)
+        k, k_grid = self.to_k(x, grid)  # (B, M_I, D)
         v, _ = self.to_v(x, grid)  # (B, M_I, D)
         q = self.norm_q(split_heads(q, self.heads))  # (B, H, N_I, d)
         k = self.norm_k(split_heads(k, self.heads))  # (B, H, M_I, d)
-        return q, k, split_heads(v, self.heads)
+        return q, k, split_heads(v, self.heads), k_grid
 
     def _prompt_qkv(self, c):
         q = None
@@ -105,30 +106,38 @@ class JointAttention(nn.Module):
 
     def forward(self, x, grid: Grid, context):
         check_grid(x, grid)
-        q_i, k_i, v_i = self._image_qkv(x, grid)
+        q_i, k_i, v_i, k_grid = self._image_qkv(x, grid)
         q_p, k_p, v_p = self._prompt_qkv(context)
-        if self.mode == "softmax":
-            out_i, out_p = self._softmax(q_i, k_i, v_i, q_p, k_p, v_p)
-        elif self.mode == "hybrid":
-            out_i, out_p = hybrid_attention(
-                self.phi(q_i), self.phi(k_i), v_i, q_p, k_p, v_p, eta=self.eta, eps=self.eps
-            )
-        else:
-            out_i, out_p = self._linear(q_i, k_i, v_i, q_p, k_p, v_p)
+        attend = {"softmax": self._softmax, "hybrid": self._hybrid, "linear": self._linear}[self.mode]
+        out_i, out_p = attend(q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid)
         out_i = self.to_out(merge_heads(out_i))  # (B, N_I, C_out)
         if self.to_add_out is None:
             return out_i, None
         return out_i, self.to_add_out(merge_heads(out_p))  # (B, N_P, C_out)
 
-    def _softmax(self, q_i, k_i, v_i, q_p, k_p, v_p):
-        n_i = q_i.shape[-2]
-        q = q_i if q_p is None else torch.cat([q_i, q_p], dim=-2)  # (B, H, N_I + N_P, d)
-        out = softmax_attention(q, torch.cat([k_i, k_p], dim=-2), torch.cat([v_i, v_p], dim=-2))
-        return out[:, :, :n_i], (None if q_p is None else out[:, :, n_i:])
+    @staticmethod
+    def _all_keys(k_i, v_i, k_p, v_p, k_grid):
+        """Every image key (gathered from all bands when sharded) followed by the prompt keys."""
+        k = torch.cat([gather_rows(k_i, k_grid).to(k_p.dtype), k_p], dim=-2)  # (B, H, M_I + N_P, d)
+        return k, torch.cat([gather_rows(v_i, k_grid).to(v_p.dtype), v_p], dim=-2)
 
-    def _linear(self, q_i, k_i, v_i, q_p, k_p, v_p):
-        n_i = q_i.shape[-2]
-        q = self.phi(q_i) if q_p is None else torch.cat([self.phi(q_i), self.prompt_phi(q_p)], dim=-2)
-        k = torch.cat([self.phi(k_i), self.prompt_phi(k_p)], dim=-2)  # (B, H, M_I + N_P, d)
-        out = linear_attention(q, k, torch.cat([v_i, v_p], dim=-2), eps=self.eps)
-        return out[:, :, :n_i], (None if q_p is None else out[:, :, n_i:])
+    def _softmax(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
+        k, v = self._all_keys(k_i, v_i, k_p, v_p, k_grid)
+        out_p = None if q_p is None else softmax_attention(q_p, k, v)
+        return softmax_attention(q_i, k, v), out_p
+
+    def _hybrid(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
+        q_i, k_i = self.phi(q_i), self.phi(k_i)
+        out_i, _ = hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta=self.eta, eps=self.eps,
+                                    n_img=global_count(q_i.shape[-2], grid), reduce_state=state_reducer(k_grid))
+        if q_p is None:
+            return out_i, None
+        return out_i, softmax_attention(q_p, *self._all_keys(k_i, v_i, k_p, v_p, k_grid))  # prompt rows of Eq. 7
+
+    def _linear(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
+        prompt_state = linear_attention_state(self.prompt_phi(k_p), v_p)  # replicated: added once
+        state, count = state_reducer(k_grid, extra=prompt_state)(*linear_attention_state(self.phi(k_i), v_i))
+        out_i = linear_attention_apply(self.phi(q_i), state, count, self.eps).to(q_i.dtype)
+        if q_p is None:
+            return out_i, None
+        return out_i, linear_attention_apply(self.prompt_phi(q_p), state, count, self.eps).to(q_p.dtype)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .grid import Grid, check_grid, to_image, to_tokens
+from .shard import grid_conv
 
 
 class MixFFN(nn.Module):
@@ -26,6 +27,6 @@ class MixFFN(nn.Module):
     def forward(self, x, grid: Grid):
         check_grid(x, grid)
         h = F.silu(self.inverted_conv(x))  # (B, N, 2 * hidden)
-        h, _ = to_tokens(self.depth_conv(to_image(h, grid)))  # (B, N, 2 * hidden)
+        h, _ = to_tokens(grid_conv(self.depth_conv, to_image(h, grid), grid)[0])  # (B, N, 2 * hidden)
         value, gate = h.chunk(2, dim=-1)  # (B, N, hidden) each
         return self.point_conv(value * F.silu(gate))  # (B, N, C_out)

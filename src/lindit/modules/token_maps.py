@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .grid import Grid, to_image, to_tokens
+from .shard import grid_conv, grid_group_norm, shard_of
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ class ConvFusion(nn.Module):
         self.proj = nn.Linear(dim, out_dim, bias=bias)
 
     def forward(self, x, grid: Grid):
-        local = self.act(self.norm(self.conv3x3(to_image(x, grid))))  # (B, C/r, h, w)
-        local, _ = to_tokens(local)  # (B, N, C/r)
+        local, _ = grid_conv(self.conv3x3, to_image(x, grid), grid)  # (B, C/r, h, w)
+        local, _ = to_tokens(self.act(grid_group_norm(self.norm, local, grid)))  # (B, N, C/r)
         return self.proj(x + self.conv1x1(local)), grid  # (B, N, D)
 
 
@@ -97,8 +98,8 @@ class SpatialCompressor(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x, grid: Grid):
-        y = self.conv(to_image(self.proj(x), grid))  # (B, D, ceil(h/s), ceil(w/s))
-        return to_tokens(y)  # (B, M, D), compressed grid
+        y, out_grid = grid_conv(self.conv, to_image(self.proj(x), grid), grid)  # (B, D, ceil(h/s), ceil(w/s))
+        return to_tokens(y)[0], out_grid  # (B, M, D), compressed grid
 
 
 class LinFusionMap(nn.Module):
@@ -169,9 +170,10 @@ class KVCompress(nn.Module):
 
     def forward(self, x, grid: Grid):
         img = to_image(x, grid)  # (B, C, h, w)
-        pad_h, pad_w = (-grid[0]) % self.factor, (-grid[1]) % self.factor
+        pad_w = (-grid[1]) % self.factor
+        pad_h = 0 if shard_of(grid) else (-grid[0]) % self.factor  # sharded: the last band replicates rows
         if pad_h or pad_w:
             img = F.pad(img, (0, pad_w, 0, pad_h), mode="replicate")
-        y, out_grid = to_tokens(self.conv(img))  # (B, M, C)
-        return self.norm(y), out_grid
+        y, out_grid = grid_conv(self.conv, img, grid, edge="replicate")
+        return self.norm(to_tokens(y)[0]), out_grid  # (B, M, C)
 

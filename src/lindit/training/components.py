@@ -43,7 +43,8 @@ class Teachers:
             source = self.cfg.model.teacher if key < 0 else self.cfg.stages[key].teacher
             self.model, self.key = load_teacher_source(source, self.cfg.model.base), key
             disable_label_dropout(self.model)
-        if to_device:
+        weight = next(self.model.parameters())
+        if to_device and (weight.device != self.device or weight.dtype != self.dtype):
             self.model.to(self.device, self.dtype)
         return self.model
 
@@ -109,10 +110,14 @@ def student_for_stage(comp: Components, stage_index: int) -> nn.Module:
     key = comp.teachers.key_of(stage_index)
     if key >= 0 and getattr(comp.student, "lindit_config", None):
         teacher = comp.teachers.load(key, to_device=False)
-        if dict(teacher.config) != {k: v for k, v in comp.student.config.items()}:
+        if _public(teacher.config) != _public(comp.student.config):
             comp.student = adopt_teacher_config(comp.student, teacher)
             disable_label_dropout(comp.student)
     return comp.student
+
+
+def _public(config) -> dict:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 def stage_data(comp: Components, stage: StageConfig):

@@ -50,6 +50,8 @@ class Encoders:
 class PixelImages:
     """No VAE: the images are the latents (pixel-space tiny models, in_channels 3)."""
 
+    scale_factor = 1  # pixels per latent pixel
+
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"mean": images.float(), "std": torch.zeros_like(images, dtype=torch.float32)}
 
@@ -61,6 +63,7 @@ class VAEImages:
         self.vae = vae.to(device).eval().requires_grad_(False)
         self.scale = float(vae.config.scaling_factor)
         self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        self.scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)  # pixels per latent pixel
         self.device = device
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -6,16 +6,20 @@ new kind of source (e.g. the shapes world's shipped tiny teachers) is one functi
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Callable
 
 import torch
 from accelerate import init_empty_weights
 from torch import nn
 
-from ..integrations.diffusers import convert, converted_layers, load
+from ..integrations.diffusers import convert, converted_layers, load, save
 from ..integrations.diffusers.convert import Plan, build_structure
 from ..integrations.diffusers.families import FAMILIES, family_of
 from ..integrations.diffusers.loading import load_teacher
+from ..integrations.diffusers.persistence import CONFIG_NAME, PLAN_NAME, WEIGHTS_NAME
 from .config import ModelConfig, ModelSource, RandomModel
 
 
@@ -60,11 +64,25 @@ def load_teacher_source(source: ModelSource | None, base: str | None) -> nn.Modu
     if source is None:
         if base is None:
             raise ValueError("no teacher: set model.base or model.teacher")
-        source = ModelSource(path=base)
+        source = ModelSource(path=base, subfolder="transformer")  # base is a pipeline (folder or hub id)
     kind = source.kind()
     if kind not in TEACHER_SOURCES:
         raise ValueError(f"a teacher cannot come from {kind!r}; use one of {', '.join(TEACHER_SOURCES)}")
     return freeze(TEACHER_SOURCES[kind](source))
+
+
+def model_config(cfg: ModelConfig) -> dict:
+    """The diffusers config of the run's model (to learn its family without loading weights)."""
+    from diffusers import ConfigMixin
+
+    if cfg.student is not None and cfg.student.lindit is not None:
+        return ConfigMixin.load_config(cfg.student.lindit)
+    source = cfg.teacher or ModelSource(path=cfg.base, subfolder="transformer")
+    if source.random is not None:
+        return {"_class_name": source.random.cls, **source.random.config}
+    if source.path is None:
+        raise ValueError("model: cannot read the model config of this teacher source")
+    return ConfigMixin.load_config(source.path, subfolder=source.subfolder)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -125,3 +143,18 @@ def disable_label_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if type(module).__name__ == "LabelEmbedding":
             module.dropout_prob = 0.0
+
+
+def save_student(student: nn.Module, out_dir: str | Path) -> Path:
+    """Save a trained student into ``out_dir`` itself (beside run.yaml, metrics.csv, checkpoints/), so that
+    ``lindit.load(out_dir)`` opens it. The files are written by ``lindit.save`` into a temporary sibling and
+    moved in one by one, the plan (``lindit.json``, which marks a lindit folder) last."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".student.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(student, tmp)
+    for name in (WEIGHTS_NAME, CONFIG_NAME, PLAN_NAME):
+        os.replace(tmp / name, out_dir / name)
+    shutil.rmtree(tmp)
+    return out_dir

@@ -24,6 +24,7 @@ class TokenGrid:
     def __init__(self, patch_size: int):
         self.patch_size = patch_size
         self.hw: Grid | None = None
+        self.parallel = None  # set by lindit.parallel.enable_sequence_parallel: hands out row bands
 
     def capture(self, module, args, kwargs) -> None:
         """Forward pre-hook (with_kwargs=True) of the transformer: latent (B, C, H, W) -> grid (H/p, W/p)."""
@@ -31,12 +32,13 @@ class TokenGrid:
         self.hw = (latent.shape[-2] // self.patch_size, latent.shape[-1] // self.patch_size)
 
     def current(self) -> Grid:
+        """The grid of the tokens this process holds: the whole grid, or its row band when sharded."""
         if self.hw is None:
             raise RuntimeError(
                 "no token grid: a lindit layer ran outside its model's forward; wrap direct block calls in "
                 "lindit.integrations.diffusers.token_grid(model, (h, w))"
             )
-        return self.hw
+        return self.hw if self.parallel is None else self.parallel.grid(self.hw)
 
 
 def install_grid(model: nn.Module, patch_size: int) -> TokenGrid:

@@ -1,0 +1,76 @@
+"""``lindit cache``: encode a recipe's data once with its VAE and text encoder(s), for every stage resolution.
+
+    lindit cache --config configs/edit-pixart-sigma.yaml --source-folder /data/ye-pop --out /data/ye-pop-cache
+
+Training then reads the shards (``data.source: {cache: /data/ye-pop-cache}``) and never runs the encoders.
+Rerunning after an interruption skips the shards already written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("cache", help="encode a dataset with the VAE and text encoders once",
+                              description="Encode images (VAE latent moments) and prompts (text encoders) "
+                              "into safetensors shards, one subfolder per resolution.")
+    p.add_argument("--config", type=Path, required=True, help="the training recipe (model and data sections)")
+    p.add_argument("--out", type=Path, default=None, help="cache folder (default: the recipe's data.source.cache)")
+    p.add_argument("--source-folder", type=Path, default=None, help="image folder to encode (x.png + x.txt)")
+    p.add_argument("--source-hf", default=None, help="Hugging Face dataset name or saved folder to encode")
+    p.add_argument("--resolution", type=int, nargs="+", default=None,
+                   help="resolutions to encode (default: every stage's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--shard-size", type=int, default=1024, help="samples per safetensors shard")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (values read as YAML)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .config import DataSource, HFSource, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    target = cfg.data.source.cache  # where training will read the cache, if the recipe says
+    if args.source_folder is not None:
+        cfg.data.source = DataSource(folder=str(args.source_folder))
+    elif args.source_hf is not None:
+        cfg.data.source = DataSource(hf=HFSource(name=args.source_hf))
+    elif target is not None:
+        raise ValueError(f"the recipe reads the cache {target}; say what to encode with --source-folder or --source-hf")
+    out = args.out or target
+    if out is None:
+        raise ValueError("--out is required when the recipe's data.source is not a cache")
+    resolutions = args.resolution or sorted({s.resolution for s in cfg.stages})
+    for folder in encode(cfg, out, resolutions, args.batch_size, args.shard_size, args.device):
+        print(f"wrote {folder}")
+    return 0
+
+
+def encode(cfg, out: Path, resolutions: list[int], batch_size: int = 16, shard_size: int = 1024,
+           device: str | None = None) -> list[Path]:  # fmt: skip
+    """Encode ``cfg.data.source`` at each resolution into ``out/<resolution>px``; returns the folders."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..integrations.diffusers.families import family_by_class_name
+    from .cache import write_cache
+    from .components import DTYPES
+    from .data import RawDataset, make_buckets, open_source
+    from .encoders import build_encoders, conditioning_kind
+    from .models import model_config
+
+    config = model_config(cfg.model)
+    family = family_by_class_name(config["_class_name"]).name
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoders = build_encoders(cfg.model, family, config.get("num_embeds_ada_norm"), device,
+                              DTYPES[cfg.training.mixed_precision])  # fmt: skip
+    meta = {"family": family, "conditioning": conditioning_kind(cfg.model.conditioning, family),
+            "vae": cfg.model.vae, "base": cfg.model.base, "vae_scale_factor": encoders.images.scale_factor}
+    source, folders = open_source(cfg.data), []
+    for res in resolutions:
+        dataset = RawDataset(source, make_buckets(res, cfg.data.aspect_ratios, cfg.data.bucket_multiple))
+        with tqdm(total=len(dataset), desc=f"cache {res}px") as bar:
+            folders.append(write_cache(out, dataset, encoders, res, meta, batch_size, shard_size, bar.update))
+    return folders
