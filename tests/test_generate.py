@@ -71,3 +71,17 @@ def test_generate_dit_with_class_labels_at_a_new_square_size(tmp_path):
                  str(tmp_path / "d.png")]) == 0
     image = Image.open(tmp_path / "d.png")
     assert image.size == (24, 24) and image.text["class_label"] == "3"
+
+
+@pytest.mark.slow
+def test_generate_parallel_matches_one_process(pixart, tmp_path):
+    import numpy as np
+
+    base, model = pixart
+    common = ["--model", str(model), "--base", str(base), "--prompt", "a red circle", "--height", "40",
+              "--width", "24", "--steps", "2", "--seed", "3"]
+    assert main(["generate", *common, "--out", str(tmp_path / "one.png")]) == 0
+    assert main(["generate", *common, "--parallel", "2", "--out", str(tmp_path / "two.png")]) == 0
+    one, two = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=np.int16) for n in ("one", "two"))
+    assert np.abs(one - two).max() <= 1  # 8-bit images of float32-rounding-equal latents
+    assert "2 processes" in Image.open(tmp_path / "two.png").text["model"]

@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, required=True, help="PNG path; several images get _0, _1 ... suffixes")
     p.add_argument("--profile", action="store_true", help="report wall time and peak memory")
+    p.add_argument("--parallel", type=int, default=1, metavar="P",
+                   help="split each image's tokens by rows across P processes (gloo on CPU, NCCL on GPUs)")
     p.set_defaults(func=run)
 
 
@@ -60,12 +62,31 @@ def _metadata(args, req, model_desc: str, index: int):
 
 
 def run(args) -> int:
+    if args.parallel < 1:
+        raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
+    if args.parallel == 1:
+        return _generate(0, 1, args)
+    from .parallel import launch
+
+    launch(_generate, args.parallel, args)
+    return 0
+
+
+def _generate(rank: int, world: int, args) -> int:
+    """Generate on one process; under --parallel every rank runs the pipeline on its band of rows and
+    rank 0 writes the images."""
     from .eval.measure import peak_memory_bytes, resolve_device, resolve_dtype
     from .generate import Request, pipeline, run as generate
     from .io import atomic_path
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
     pipe = pipeline(args.model, base=args.base, dtype=dtype, device=device)
+    if world > 1:
+        from .parallel import enable_sequence_parallel
+
+        enable_sequence_parallel(pipe.transformer)
     size = _default_size(pipe)
     req = Request(args.prompt, args.negative_prompt, args.height or size, args.width or size, args.steps,
                   args.guidance, args.seed, args.batch, args.class_label)
@@ -77,14 +98,17 @@ def run(args) -> int:
     else:
         images = generate(pipe, req, encode)
     seconds = time.perf_counter() - start
+    if rank != 0:
+        return 0
     plan = getattr(pipe.transformer, "lindit_config", None) or {}
-    desc = f"{args.model} ({plan.get('method', 'teacher')})"
+    desc = f"{args.model} ({plan.get('method', 'teacher')})" + (f", {world} processes" if world > 1 else "")
     for i, (image, path) in enumerate(zip(images, _paths(args.out, len(images)))):
         with atomic_path(path, suffix=".png") as tmp:
             image.save(tmp, format="PNG", pnginfo=_metadata(args, req, desc, i))
         print(f"wrote {path}")
     if args.profile:
         report = {"seconds": round(seconds, 3), "peak_memory_mb": None if peak < 0 else round(peak / 2**20, 1),
-                  "size": [req.height, req.width], "steps": req.steps, "dtype": args.dtype, "device": str(device)}
+                  "size": [req.height, req.width], "steps": req.steps, "dtype": args.dtype, "device": str(device),
+                  "processes": world}
         print("profile: " + json.dumps(report))
     return 0

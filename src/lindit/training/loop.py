@@ -107,7 +107,7 @@ class Trainer:
                                 self.acc.is_main_process and self.cfg.logging.progress_bar)
         for i in range(state["stage"], len(self.cfg.stages)):
             resumed = i == state["stage"]
-            position = state["position"] if resumed else 0
+            position = 0
             stage_step = state["stage_step"] if resumed else 0
             if self.train_stage(i, ckpt if resumed else None, stage_step, position, max_steps):
                 break
