@@ -30,6 +30,16 @@ def add_parser(subparsers) -> None:
                        "depth (labelled ~); 'full': time the real full-depth forward")
     model.add_argument("--no-attention", action="store_true", help="skip the attention-only timings")
     model.set_defaults(func=run_model)
+    par = kinds.add_parser("parallel", help="sequence-parallel forward time and communication against P")
+    par.add_argument("--preset", default="pixart-sigma", choices=list(PRESETS))
+    par.add_argument("--method", default="edit")
+    par.add_argument("--size", default="2048x2048", metavar="HxW", help="px")
+    par.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    par.add_argument("--blocks", type=int, default=2, help="blocks in the timed model")
+    par.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    par.add_argument("--repeats", type=int, default=3)
+    par.add_argument("--out", type=Path, default=Path("bench-output"))
+    par.set_defaults(func=run_parallel)
     att = kinds.add_parser("attention", help="one attention layer per mechanism against token count")
     _common(att)
     att.add_argument("--mechanisms", nargs="+", choices=list(ba.mechanisms()), metavar="NAME",
@@ -206,3 +216,23 @@ def model_markdown(cells, attention, args, machine, ceiling, settings) -> str:
                      + attention_markdown(attention, ba.Settings(), machine).split("\n\n", 1)[1])
     skipped = br.skipped_lines(cells)
     return "\n\n".join(parts + (["\n".join(skipped)] if skipped else []))
+
+
+def run_parallel(args) -> int:
+    from . import bench_parallel
+
+    h, _, w = args.size.partition("x")
+    if not (h.isdigit() and w.isdigit()) or int(h) % 16 or int(w) % 16:
+        raise ValueError(f"--size expects HxW in px, multiples of 16, got {args.size!r}")
+    results = bench_parallel.run(args.preset, args.method, int(h), int(w), args.processes, args.blocks,
+                                 args.dtype, args.repeats)
+    base = results[0]["forward_s"]
+    rows = [[r["processes"], r["threads"], fmt_seconds(r["forward_s"]), f"{base / r['forward_s']:.2f}x",
+             f"{r['bytes_per_layer'] / 2**20:.2f} MB"] for r in results]
+    md = (f"Command: `lindit {' '.join(args.argv)}`\n\n{args.preset} {args.method}, {args.size} px, "
+          f"{args.blocks} blocks, {args.dtype}, CPU (gloo)\n\n"
+          + markdown_table(["processes", "threads each", "forward", "speed-up", "sent per layer (process 0)"], rows))
+    print(md)
+    write_text(args.out / "parallel.md", md + "\n")
+    write_json(args.out / "parallel.json", {"command": "lindit " + " ".join(args.argv), "results": results})
+    return 0
