@@ -18,6 +18,8 @@ COMMANDS = {
     "cache": ("lindit.training.cache_cli", "encode a dataset with the VAE and text encoders once"),
     "generate": ("lindit.generate_cli", "generate images with the stock diffusers pipeline"),
     "bench": ("lindit.eval.bench_cli", "latency and memory benchmarks"),
+    "quantize": ("lindit.deploy.quantize_cli", "quantize a model for small devices (int8 / int4)"),
+    "export": ("lindit.deploy.export_cli", "export a transformer to ONNX or torch.export and verify it"),
 }
 
 
