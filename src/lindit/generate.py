@@ -106,9 +106,10 @@ def _dit_sample_size(pipe, height: int):
         pipe.transformer.register_to_config(sample_size=old)
 
 
-def run(pipe, req: Request, encode_prompts=None, tiled_vae: bool | None = None):
+def run(pipe, req: Request, encode_prompts=None, tiled_vae: bool | None = None, **pipe_kwargs):
     """Generate PIL images for ``req``. ``encode_prompts(list[str]) -> dict`` supplies prompt embeddings
-    for pipelines without text encoders (the built-in world)."""
+    for pipelines without text encoders (the built-in world). ``pipe_kwargs`` go to the pipeline call as
+    they are (``output_type="latent"`` for a decode done later, as ``--low-memory`` does)."""
     check_request(pipe, req)
     if tiled_vae if tiled_vae is not None else max(req.height, req.width) > 2048:
         pipe.vae.enable_tiling()  # 4K / 8K decodes stay within memory
@@ -129,4 +130,4 @@ def run(pipe, req: Request, encode_prompts=None, tiled_vae: bool | None = None):
             kwargs["negative_prompt"] = req.negative_prompt
     if family == "pixart":
         kwargs["use_resolution_binning"] = False  # the user's size, not the nearest training bucket
-    return pipe(**kwargs).images
+    return pipe(**kwargs, **pipe_kwargs).images

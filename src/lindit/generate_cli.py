@@ -30,6 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--profile", action="store_true", help="report wall time and peak memory")
     p.add_argument("--parallel", type=int, default=1, metavar="P",
                    help="split each image's tokens by rows across P processes (gloo on CPU, NCCL on GPUs)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="load text encoder, transformer and VAE one at a time (freeing each) and decode in tiles")
     p.set_defaults(func=run)
 
 
@@ -64,6 +66,8 @@ def _metadata(args, req, model_desc: str, index: int):
 def run(args) -> int:
     if args.parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
+    if args.low_memory and args.parallel > 1:
+        raise ValueError("--low-memory and --parallel do not combine; choose one")
     if args.parallel == 1:
         return _generate(0, 1, args)
     from .parallel import launch
@@ -76,32 +80,26 @@ def _generate(rank: int, world: int, args) -> int:
     """Generate on one process; under --parallel every rank runs the pipeline on its band of rows and
     rank 0 writes the images."""
     from .eval.measure import peak_memory_bytes, resolve_device, resolve_dtype
-    from .generate import Request, pipeline, run as generate
+    from .generate import Request
     from .io import atomic_path
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    pipe = pipeline(args.model, base=args.base, dtype=dtype, device=device)
-    if world > 1:
-        from .parallel import enable_sequence_parallel
-
-        enable_sequence_parallel(pipe.transformer)
-    size = _default_size(pipe)
+    produce = _producer(args, dtype, device, world)
+    size = produce.default_size()
     req = Request(args.prompt, args.negative_prompt, args.height or size, args.width or size, args.steps,
                   args.guidance, args.seed, args.batch, args.class_label)
-    encode = getattr(pipe, "lindit_encode_prompts", None)  # built-in world pipelines carry their text encoder
     images, peak = [], None
     start = time.perf_counter()
     if args.profile:
-        peak = peak_memory_bytes(lambda: images.extend(generate(pipe, req, encode)), device)
+        peak = peak_memory_bytes(lambda: images.extend(produce(req)), device)
     else:
-        images = generate(pipe, req, encode)
+        images = produce(req)
     seconds = time.perf_counter() - start
     if rank != 0:
         return 0
-    plan = getattr(pipe.transformer, "lindit_config", None) or {}
-    desc = f"{args.model} ({plan.get('method', 'teacher')})" + (f", {world} processes" if world > 1 else "")
+    desc = f"{args.model} ({produce.method})" + (f", {world} processes" if world > 1 else "")
     for i, (image, path) in enumerate(zip(images, _paths(args.out, len(images)))):
         with atomic_path(path, suffix=".png") as tmp:
             image.save(tmp, format="PNG", pnginfo=_metadata(args, req, desc, i))
@@ -109,6 +107,48 @@ def _generate(rank: int, world: int, args) -> int:
     if args.profile:
         report = {"seconds": round(seconds, 3), "peak_memory_mb": None if peak < 0 else round(peak / 2**20, 1),
                   "size": [req.height, req.width], "steps": req.steps, "dtype": args.dtype, "device": str(device),
-                  "processes": world}
+                  "processes": world, "low_memory": args.low_memory, "max_rss_mb": _max_rss_mb()}
         print("profile: " + json.dumps(report))
     return 0
+
+
+class _WholePipeline:
+    """Every component loaded up front (and the transformer row-sharded under --parallel)."""
+
+    def __init__(self, args, dtype, device, world: int):
+        from .generate import pipeline
+
+        self.pipe = pipeline(args.model, base=args.base, dtype=dtype, device=device)
+        if world > 1:
+            from .parallel import enable_sequence_parallel
+
+            enable_sequence_parallel(self.pipe.transformer)
+        self.encode = getattr(self.pipe, "lindit_encode_prompts", None)  # built-in world pipelines carry one
+        self.method = (getattr(self.pipe.transformer, "lindit_config", None) or {}).get("method", "teacher")
+
+    def default_size(self) -> int:
+        return _default_size(self.pipe)
+
+    def __call__(self, req):
+        from .generate import run as generate
+
+        return generate(self.pipe, req, self.encode)
+
+
+def _producer(args, dtype, device, world: int):
+    """Something that turns a Request into images: the whole pipeline, or stage by stage (--low-memory)."""
+    if args.low_memory:
+        from .deploy.low_memory import StagedGeneration
+
+        return StagedGeneration(args.model, args.base, dtype, device)
+    return _WholePipeline(args, dtype, device, world)
+
+
+def _max_rss_mb() -> float | None:
+    """The process's lifetime peak resident set (loading included), which --low-memory is about."""
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+    except (ImportError, AttributeError):
+        return None

@@ -26,7 +26,10 @@ def run(args) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError("--max-steps must be >= 1")
+    from accelerate import PartialState
+
     cfg = load_config(args.config, args.overrides)
     out = distill(cfg, args.out, resume=args.resume, max_steps=args.max_steps)
-    print(f"student saved to {out} (open it with lindit.load)")
+    if PartialState().is_main_process:
+        print(f"student saved to {out} (open it with lindit.load)")
     return 0

@@ -37,6 +37,9 @@ class Teachers:
             stage -= 1
         return stage
 
+    def release(self) -> None:
+        self.model, self.key = None, None
+
     def load(self, key: int, to_device: bool = True) -> nn.Module:
         if key != self.key:
             self.model = None  # free the previous teacher first

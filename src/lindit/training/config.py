@@ -254,10 +254,12 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if not cfg.stages:
         raise ValueError("stages: at least one stage is required")
     cfg.data.source.kind()
+    named = False  # whether this or an earlier stage names its own teacher
     for i, stage in enumerate(cfg.stages):
         stage.loss = stage.loss.filled(RECIPES[cfg.recipe])
         _check_stage(stage, f"stages[{i}]")
-        if i == 0 and stage.teacher.kind() == "same" and stage.loss.needs_teacher() and not _has_teacher(cfg):
+        named = named or stage.teacher.kind() != "same"
+        if stage.loss.needs_teacher() and not named and not _has_teacher(cfg):
             raise ValueError(f"stages[{i}].loss needs a teacher: set model.base, model.teacher or stages[{i}].teacher")
     for name, src in (("model.teacher", cfg.model.teacher), ("model.student", cfg.model.student)):
         if src is not None and src.kind() == "same":

@@ -254,3 +254,15 @@ class BatchOrder:
 
     def __iter__(self):
         return self.batches.iterate(self.position)
+
+
+def drop_captions(cond: dict, null: dict, p: float, gen: torch.Generator) -> dict:
+    """Classifier-free guidance dropout: each sample's conditioning becomes the empty prompt's (or the null
+    class) with probability ``p``. cond: key -> (B, ...); null: key -> (1, ...)."""
+    b = next(iter(cond.values())).shape[0]
+    drop = torch.rand(b, generator=gen) < p  # (B,)
+    out = {}
+    for key, value in cond.items():
+        empty = null[key].to(value.device, value.dtype).expand_as(value)
+        out[key] = torch.where(drop.to(value.device).view(b, *([1] * (value.ndim - 1))), empty, value)
+    return out

@@ -139,7 +139,7 @@ def load_pipeline(base: str, family: str, dtype: torch.dtype):
     from ..integrations.diffusers.families import FAMILIES
 
     cls = getattr(diffusers, FAMILIES[family].pipeline)
-    return cls.from_pretrained(base, transformer=None, torch_dtype=dtype)
+    return cls.from_pretrained(base, transformer=None, dtype=dtype)
 
 
 def build_encoders(model_cfg, family: str, num_classes: int | None, device: torch.device,
@@ -151,7 +151,7 @@ def build_encoders(model_cfg, family: str, num_classes: int | None, device: torc
         raise ValueError("model.base (a diffusers pipeline folder) is needed for the VAE / text encoders; "
                          "or set model.vae: none and model.conditioning: builtin")
     pipe = load_pipeline(model_cfg.base, family, dtype) if needs_pipe else None
-    if pipe is not None and pipe.vae is not None:
+    if pipe is not None and pipe.vae is not None and pipe.vae.dtype != torch.float32:
         pipe.vae.to(torch.float32)  # the SDXL VAE overflows in fp16; it runs once per image anyway
     images = VAEImages(pipe.vae, device) if model_cfg.vae == "pipeline" else PixelImages()
     if kind == "labels":

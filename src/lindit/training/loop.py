@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -30,11 +31,11 @@ from ..io import write_text
 from .checkpoint import checkpoint_root, load_checkpoint, read_state, resolve_resume, save_checkpoint
 from .components import DTYPES, Components, build_components, stage_data, student_for_stage
 from .config import RunConfig, dump_config, load_config, parse_config
-from .data import BatchOrder, BucketBatches, collate
+from .data import BatchOrder, BucketBatches, collate, drop_captions
 from .hooks import FeatureCapture
 from .losses import TERMS, loss_terms, total_loss
 from .metrics import MetricsLog, postfix, progress_bar, tensorboard_available
-from .models import save_student, trainable_parameters
+from .models import rebuild, save_student, trainable_parameters
 
 
 def distill(config: RunConfig | dict | str | Path, out_dir: str | Path, resume: str | Path | None = None,
@@ -48,10 +49,17 @@ def distill(config: RunConfig | dict | str | Path, out_dir: str | Path, resume: 
     cfg = as_config(config)
     out_dir = Path(out_dir)
     accelerator = make_accelerator(cfg, out_dir)
-    set_seed(cfg.seed)  # the student's fresh attention weights are drawn here: same on every process
-    torch.backends.cuda.matmul.allow_tf32 = cfg.training.allow_tf32
-    comp = build_components(cfg, accelerator.device)
-    return Trainer(cfg, out_dir, accelerator, comp).run(resume, max_steps)
+    try:
+        set_seed(cfg.seed)  # the student's fresh attention weights are drawn here: same on every process
+        torch.backends.cuda.matmul.allow_tf32 = cfg.training.allow_tf32
+        comp = build_components(cfg, accelerator.device)
+        return Trainer(cfg, out_dir, accelerator, comp).run(resume, max_steps)
+    finally:
+        # accelerate keeps mixed precision and accumulation settings in process-wide singletons; forget
+        # them so that another distill() in this process (notebooks, tests) may use other settings. The
+        # process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
 
 
 def as_config(config) -> RunConfig:
@@ -107,7 +115,7 @@ class Trainer:
                                 self.acc.is_main_process and self.cfg.logging.progress_bar)
         for i in range(state["stage"], len(self.cfg.stages)):
             resumed = i == state["stage"]
-            position = 0
+            position = state["position"] if resumed else 0
             stage_step = state["stage_step"] if resumed else 0
             if self.train_stage(i, ckpt if resumed else None, stage_step, position, max_steps):
                 break
@@ -137,7 +145,9 @@ class Trainer:
             caps = [hooks.enter_context(FeatureCapture(m, names)) for m in (student, teacher)] if names else None
             loop = _StageLoop(self, i, model, student, teacher, optimizer, scheduler, params, weights, caps)
             stopped = loop.run(loader, stage_step, position, max_steps)
-        comp.student = acc.unwrap_model(model, keep_fp32_wrapper=False)
+        comp.student, self.model = acc.unwrap_model(model, keep_fp32_wrapper=False), model
+        if teacher is not None and i + 1 < len(self.cfg.stages) and not self.cfg.stages[i + 1].loss.needs_teacher():
+            comp.teachers.release()
         return stopped
 
     def _prepare(self, student, params, stage):
@@ -159,15 +169,13 @@ class Trainer:
 
     def finish(self) -> Path:
         """Save the student (and its EMA) into ``out_dir``; returns ``out_dir``."""
-        self.acc.wait_for_everyone()
+        state = self.acc.get_state_dict(self.model)  # on every process: gathers FSDP / ZeRO-3 shards
         if self.acc.is_main_process:
-            student = self.comp.student
+            student = rebuild(self.comp.student, state)
             save_student(student, self.out_dir)
-            if self.ema is not None:
-                self.ema.store(student.parameters())
+            if self.ema is not None:  # the rebuilt student is a copy: overwrite it with the averages
                 self.ema.copy_to(student.parameters())
                 save_student(student, self.out_dir / "ema")
-                self.ema.restore(student.parameters())
         self.acc.wait_for_everyone()
         self.acc.end_training()
         return self.out_dir
@@ -180,7 +188,7 @@ class _StageLoop:
         self.t, self.index, self.model, self.student, self.teacher = trainer, index, model, student, teacher
         self.optimizer, self.scheduler, self.params, self.weights, self.caps = optimizer, scheduler, params, weights, caps
         self.stage = trainer.cfg.stages[index]
-        self.window: dict[str, list[float]] = {}
+        self.window: dict[str, list[torch.Tensor]] = {}
         self.clock = time.perf_counter()
 
     def run(self, loader, stage_step: int, position: int, max_steps: int | None) -> bool:
@@ -221,7 +229,7 @@ class _StageLoop:
         comp, device = self.t.comp, self.t.acc.device
         moments, cond = self.inputs(batch)
         latents = moments["mean"] + moments["std"] * torch.randn(moments["mean"].shape, generator=gen).to(device)
-        cond = self.drop_captions(cond, gen)
+        cond = drop_captions(cond, self.t.null, self.t.cfg.data.caption_dropout, gen)
         noisy = comp.objective(latents, gen)
         s_rec, t_rec = (c.recording() for c in self.caps) if self.caps else (nullcontext({}), nullcontext({}))
         with s_rec as s_feats:
@@ -245,25 +253,15 @@ class _StageLoop:
         to = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
         return to(moments), to(cond)
 
-    def drop_captions(self, cond: dict, gen: torch.Generator) -> dict:
-        """Replace each sample's conditioning by the empty prompt's with probability ``caption_dropout``."""
-        b = next(iter(cond.values())).shape[0]
-        drop = (torch.rand(b, generator=gen) < self.t.cfg.data.caption_dropout).to(self.t.acc.device)
-        out = {}
-        for key, value in cond.items():
-            null = self.t.null[key].to(value.device, value.dtype).expand_as(value)
-            out[key] = torch.where(drop.view(b, *([1] * (value.ndim - 1))), null, value)
-        return out
-
     def _remember(self, loss: torch.Tensor, terms: dict) -> None:
-        for name, value in {"loss": loss, **terms}.items():
-            self.window.setdefault(name, []).append(float(value.detach()))
+        for name, value in {"loss": loss, **terms}.items():  # tensors: no device sync until the next log
+            self.window.setdefault(name, []).append(value.detach().float())
 
     def log(self) -> None:
         """Average the window over micro-steps and processes; write a metrics row (main process)."""
         t, acc = self.t, self.t.acc
         names = ["loss", *[n for n in TERMS if n in self.window]]
-        local = torch.tensor([np.mean(self.window[n]) for n in names], device=acc.device)
+        local = torch.stack([torch.stack(self.window[n]).mean() for n in names]).to(acc.device)
         means = acc.reduce(local, reduction="mean").tolist()
         micro = len(self.window["loss"])
         elapsed = time.perf_counter() - self.clock

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 from accelerate import init_empty_weights
+from diffusers import ConfigMixin
 from torch import nn
 
 from ..integrations.diffusers import convert, converted_layers, load, save
@@ -73,16 +74,21 @@ def load_teacher_source(source: ModelSource | None, base: str | None) -> nn.Modu
 
 def model_config(cfg: ModelConfig) -> dict:
     """The diffusers config of the run's model (to learn its family without loading weights)."""
-    from diffusers import ConfigMixin
-
     if cfg.student is not None and cfg.student.lindit is not None:
-        return ConfigMixin.load_config(cfg.student.lindit)
+        return _ConfigFile.load_config(cfg.student.lindit)
     source = cfg.teacher or ModelSource(path=cfg.base, subfolder="transformer")
     if source.random is not None:
         return {"_class_name": source.random.cls, **source.random.config}
     if source.path is None:
         raise ValueError("model: cannot read the model config of this teacher source")
-    return ConfigMixin.load_config(source.path, subfolder=source.subfolder)
+    return _ConfigFile.load_config(source.path, subfolder=source.subfolder)
+
+
+class _ConfigFile(ConfigMixin):
+    """Reads any diffusers ``config.json`` (local or hub). Not AutoModel.load_config: AutoModel.from_pretrained
+    of a pipeline folder leaves AutoModel.config_name set to model_index.json (diffusers 0.42)."""
+
+    config_name = "config.json"
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -107,17 +113,30 @@ def adopt_teacher_config(student: nn.Module, teacher: nn.Module) -> nn.Module:
     """
     if family_of(teacher) is not family_of(student):
         raise ValueError(f"stage teacher {type(teacher).__name__} is not of the student's class {type(student).__name__}")
-    plan = Plan(**student.lindit_config)
-    with init_empty_weights(include_buffers=False):
-        rebuilt = type(teacher).from_config(teacher.config)
-        build_structure(rebuilt, plan)
-    state = student.state_dict()
-    expected = rebuilt.state_dict()
+    try:
+        rebuilt = rebuild(student, student.state_dict(), config=teacher.config)
+    except ValueError as err:
+        raise ValueError(f"the stage teacher's architecture differs from the student's: {err}") from None
+    return rebuilt.train(student.training)
+
+
+def rebuild(like: nn.Module, state: dict[str, torch.Tensor], config=None) -> nn.Module:
+    """A converted model of ``like``'s class and plan (on ``config``, default its own) holding ``state``.
+
+    Built on the meta device and filled by assignment, so nothing is initialised twice; also turns a
+    gathered state dict (FSDP, DeepSpeed ZeRO-3) back into a plain float32 model.
+    """
+    plan = Plan(**like.lindit_config)
+    with init_empty_weights(include_buffers=False):  # parameters on meta; computed buffers stay real
+        model = type(like).from_config(config if config is not None else like.config)
+        build_structure(model, plan)
+    expected = model.state_dict()
     bad = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
-    if bad or set(state) - set(expected):
-        raise ValueError(f"the stage teacher's architecture differs from the student's (e.g. {(bad or sorted(set(state) - set(expected)))[0]})")
-    rebuilt.load_state_dict(state, strict=True, assign=True)
-    return rebuilt.float().train(student.training)
+    bad += sorted(set(state) - set(expected))
+    if bad:
+        raise ValueError(f"tensor {bad[0]} is missing, extra or of another shape")
+    model.load_state_dict({k: v.detach().cpu() for k, v in state.items()}, strict=True, assign=True)
+    return model.float()
 
 
 def trainable_parameters(student: nn.Module, which: str) -> list[nn.Parameter]:

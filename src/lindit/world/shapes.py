@@ -148,7 +148,10 @@ class ShapesClassDataset(Dataset):
         return render_scene(scene, self.size), class_id
 
 
-def evaluation_prompts(n: int = 64, seed: int = 0, max_objects: int = 2) -> list[tuple[str, list[WorldObject]]]:
+Prompt = tuple[str, list[WorldObject]]
+
+
+def evaluation_prompts(n: int = 64, seed: int = 0, max_objects: int = 2) -> list[Prompt]:
     """``n`` distinct held-out (caption, label) pairs for prompt-adherence evaluation.
 
     Drawn from their own random stream, so they never reuse the draws of any ShapesDataset; the list for a
@@ -165,13 +168,15 @@ def evaluation_prompts(n: int = 64, seed: int = 0, max_objects: int = 2) -> list
     return prompts
 
 
-def save_grid(path: str, n: int = 16, seed: int = 0, size: int = 32, zoom: int = 4, columns: int = 8) -> list[str]:
+def save_grid(
+    path: str, n: int = 16, seed: int = 0, size: int = 32, zoom: int = 4, columns: int = 8
+) -> list[str]:
     """Write a PNG grid of the first ``n`` ShapesDataset samples (zoomed, no smoothing); return captions."""
     from PIL import Image
 
     data = ShapesDataset(n, seed=seed, size=size)
     images = torch.stack([data[i][0] for i in range(n)])  # (n, 3, H, W)
-    images = ((images + 1) * 127.5).round().clamp(0, 255).byte().repeat_interleave(zoom, 2).repeat_interleave(zoom, 3)
+    images = ((images + 1) * 127.5).round().byte().repeat_interleave(zoom, 2).repeat_interleave(zoom, 3)
     rows = -(-n // columns)
     pad = torch.full((rows * columns - n, *images.shape[1:]), 255, dtype=torch.uint8)
     grid = torch.cat([images, pad]).unflatten(0, (rows, columns))  # (rows, cols, 3, h, w)

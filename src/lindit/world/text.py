@@ -35,7 +35,7 @@ DEFAULT_CONFIG = {"max_length": 16, "width": 64, "depth": 2, "heads": 4, "pooled
 
 
 class Tokenizer:
-    """Lower-cased words of letters -> ids over ``SPECIALS + vocabulary``; unknown words map to ``<unk>``.
+    """Lower-cased runs of letters -> ids over ``SPECIALS + vocabulary``; unknown words map to ``<unk>``.
 
     Sequences are truncated or padded to ``max_length`` (16 holds any caption of up to 2 objects).
     """
@@ -47,7 +47,7 @@ class Tokenizer:
 
     def encode_one(self, text: str) -> list[int]:
         """Ids of the words of one text, truncated to ``max_length`` and not padded."""
-        words = re.findall(r"[a-z]+", text.lower())
+        words = re.findall(r"[^\W\d_]+", text.lower())  # runs of letters, any alphabet
         return [self.ids.get(word, UNK) for word in words[: self.max_length]]
 
     def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +81,8 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D), attend: (B, L) bool, keys to attend to -> (B, L, D)."""
-        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (B,H,L,d)
+        qkv = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1))  # (B, L, 3, H, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, L, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend[:, None, None, :])  # (B, H, L, d)
         x = x + self.proj(out.transpose(1, 2).flatten(2))  # (B, L, D)
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))  # (B, L, D)
@@ -94,12 +95,18 @@ class TextEncoder(nn.Module):
     pooled vector, a projection of the masked mean, as SD3-style models take in ``pooled_projections``.
     """
 
-    def __init__(self, vocab: list[str] | None = None, max_length: int = 16, width: int = 64, depth: int = 2,
-                 heads: int = 4, pooled_dim: int = 64):  # fmt: skip
+    def __init__(
+        self,
+        vocab: list[str] | None = None,
+        max_length: int = 16,
+        width: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        pooled_dim: int = 64,
+    ):
         super().__init__()
         self.tokenizer = Tokenizer(vocab, max_length)
-        self.config = {"max_length": max_length, "width": width, "depth": depth, "heads": heads,
-                       "pooled_dim": pooled_dim}  # fmt: skip
+        self.config = dict(max_length=max_length, width=width, depth=depth, heads=heads, pooled_dim=pooled_dim)
         self.embed = nn.Embedding(len(self.tokenizer.vocab), width)
         self.register_buffer("positions", sinusoidal_positions(max_length, width), persistent=False)
         self.blocks = nn.ModuleList(EncoderBlock(width, heads) for _ in range(depth))
@@ -139,8 +146,8 @@ class TextEncoder(nn.Module):
         """The shipped encoder (or one written by ``write_assets``), in eval mode."""
         state, record = load_asset(path)
         if record["vocab"] != vocabulary():
-            raise ValueError(f"{path} was made for another caption vocabulary; run "
-                             "`python -m lindit.world.text --write-assets` to regenerate it")  # fmt: skip
+            hint = "run `python -m lindit.world.text --write-assets` to regenerate it"
+            raise ValueError(f"{path} was made for another caption vocabulary; {hint}")
         model = cls(record["vocab"], **record["config"])
         model.load_state_dict(state)
         return model.eval()

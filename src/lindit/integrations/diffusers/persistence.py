@@ -8,6 +8,10 @@ of silently building the teacher's architecture without the lindit layers.
 ``load`` rebuilds the exact module tree with its parameters on the meta device (no wasted initialisation
 of a large model),
 then assigns the stored tensors strictly: a missing, extra or mis-shaped tensor is an error that names it.
+
+A quantized model (``lindit.deploy.quantize``) adds a ``quantization`` entry to ``lindit.json`` and stores
+its integer weights and scales as plain tensors; ``load`` rebuilds the quantized layers (on meta) from
+that entry before the same strict load.
 """
 
 from __future__ import annotations
@@ -38,8 +42,14 @@ def save(model: nn.Module, directory: str | Path, overwrite: bool = False) -> Pa
     directory = Path(directory)
     with atomic_dir(directory, overwrite=overwrite) as tmp:
         model.save_config(tmp)
-        write_json(tmp / PLAN_NAME, plan)
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        quantization = getattr(model, "lindit_quantization", None)
+        write_json(tmp / PLAN_NAME, {**plan, "quantization": quantization} if quantization else plan)
+        if quantization:
+            from ...deploy.quantize import quantized_state  # integer weights and scales as plain tensors
+
+            state = quantized_state(model)
+        else:
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "lindit_method": plan["method"]})
     return directory
 
@@ -54,7 +64,9 @@ def load(directory: str | Path, device: str | torch.device = "cpu", dtype: torch
     for name in (CONFIG_NAME, PLAN_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory} is not a lindit model folder: {name} is missing (write one with lindit.save)")
-    plan = Plan(**json.loads((directory / PLAN_NAME).read_text()))
+    stored = json.loads((directory / PLAN_NAME).read_text())
+    quantization = stored.pop("quantization", None)
+    plan = Plan(**stored)
     config = json.loads((directory / CONFIG_NAME).read_text())
     fam = family_by_class_name(config.get("_class_name", "?"))
     if fam.name != plan.family or plan.family not in FAMILIES:
@@ -63,6 +75,10 @@ def load(directory: str | Path, device: str | torch.device = "cpu", dtype: torch
         model = fam.model_class.from_config(config)
         build_structure(model, plan)
     state = _read_weights(directory / WEIGHTS_NAME)
+    if quantization:
+        from ...deploy.quantize import restore_quantized  # quantized layers on meta, their weights from parts
+
+        state = restore_quantized(model, quantization, state)
     _check_state(model, state, directory / WEIGHTS_NAME)
     model.load_state_dict(state, strict=True, assign=True)
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
