@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lindit-installed
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install clean benchmarks
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/lindit bench attention --quick --out demo-output
+	$(VENV)/bin/lindit demo --out demo-output
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -24,6 +24,12 @@ test: $(STAMP)
 # Skips the slow end-to-end checks; CI runs everything.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The measurements behind docs/BENCHMARKS.md (about 20 minutes on 2 cores; run on a quiet machine).
+benchmarks: $(STAMP)
+	$(VENV)/bin/lindit bench model --resolutions 512 1024 2048 4096 --max-seconds 240 --repeats 3 --no-attention --out docs/bench
+	$(VENV)/bin/lindit bench model --presets pixart-sigma --methods edit --resolutions 8192 --non-square none --repeats 1 --no-attention --out docs/bench-8192
+	$(VENV)/bin/lindit bench parallel --preset pixart-sigma --method edit --size 2048x2048 --processes 1 2 --out docs/bench-parallel
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info demo-output

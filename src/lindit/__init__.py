@@ -6,11 +6,19 @@
     student = lindit.load("edit-student")
 """
 
-from . import functional
-from .generate import pipeline
-from .integrations.diffusers import allow_any_resolution, convert, load, save
-from .methods import methods
-from .modules import JointAttention, LinearAttention, MixFFN, SoftmaxAttention
+import logging
+
+# With the deploy extra installed, diffusers imports torchao at start-up, and torchao and torch log
+# warnings about CUDA-only kernels and deprecated pytree registrations on every command; none concern CPU
+# use or lindit, so these three loggers report errors only.
+for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+from . import functional  # noqa: E402
+from .generate import pipeline  # noqa: E402
+from .integrations.diffusers import allow_any_resolution, convert, load, save  # noqa: E402
+from .methods import methods  # noqa: E402
+from .modules import JointAttention, LinearAttention, MixFFN, SoftmaxAttention  # noqa: E402
 
 __version__ = "0.1.0"
 

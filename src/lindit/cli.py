@@ -20,6 +20,9 @@ COMMANDS = {
     "bench": ("lindit.eval.bench_cli", "latency and memory benchmarks"),
     "quantize": ("lindit.deploy.quantize_cli", "quantize a model for small devices (int8 / int4)"),
     "export": ("lindit.deploy.export_cli", "export a transformer to ONNX or torch.export and verify it"),
+    "train-teacher": ("lindit.world.train_teacher", "train a built-in tiny teacher on the shapes world"),
+    "demo": ("lindit.demo.cli", "convert, distil and measure every method on the built-in world"),
+    "eval": ("lindit.eval.quality_cli", "FID, CLIP score and prompt adherence of a model's images"),
 }
 
 

@@ -32,7 +32,8 @@ def pipeline(model: str | nn.Module, base: str | Path | None = None, dtype: torc
 
     model: a transformer or a model spec (``lindit.models.load_model``). base: a pipeline folder (or hub
     id) providing the VAE, scheduler and text encoders; not needed for ``builtin:`` models, which come
-    with their own components.
+    with their own components; ``builtin:NAME`` gives the built-in world's components to another
+    transformer (a student of that teacher).
     """
     spec = model if isinstance(model, str) else None
     if spec is not None and spec.startswith(BUILTIN_PREFIX) and base is None:
@@ -40,6 +41,10 @@ def pipeline(model: str | nn.Module, base: str | Path | None = None, dtype: torc
 
         return builtin_pipeline(spec[len(BUILTIN_PREFIX):], transformer=None, device=device, dtype=dtype)
     transformer = load_model(spec, device=device, dtype=dtype) if spec is not None else model
+    if isinstance(base, str) and base.startswith(BUILTIN_PREFIX):  # e.g. a student of a built-in teacher
+        from .world.teachers import builtin_pipeline
+
+        return builtin_pipeline(base[len(BUILTIN_PREFIX):], transformer=transformer, device=device, dtype=dtype)
     if base is None:
         raise ValueError(
             f"{spec or 'this model'} holds only the transformer; pass base= (--base) naming a pipeline folder "
@@ -107,7 +112,8 @@ def _dit_sample_size(pipe, height: int):
 
 
 def run(pipe, req: Request, encode_prompts=None, tiled_vae: bool | None = None, **pipe_kwargs):
-    """Generate PIL images for ``req``. ``encode_prompts(list[str]) -> dict`` supplies prompt embeddings
+    """Generate PIL images for ``req``. ``encode_prompts(prompts, negative_prompt, batch) -> dict`` supplies
+    the pipeline's embedding arguments
     for pipelines without text encoders (the built-in world). ``pipe_kwargs`` go to the pipeline call as
     they are (``output_type="latent"`` for a decode done later, as ``--low-memory`` does)."""
     check_request(pipe, req)
@@ -119,11 +125,11 @@ def run(pipe, req: Request, encode_prompts=None, tiled_vae: bool | None = None, 
         labels = [label for label in req.class_labels for _ in range(req.batch)]
         with _dit_sample_size(pipe, req.height):
             return pipe(class_labels=labels, guidance_scale=req.guidance, generator=generator,
-                        num_inference_steps=req.steps).images
+                        num_inference_steps=req.steps, **pipe_kwargs).images
     kwargs = dict(height=req.height, width=req.width, num_inference_steps=req.steps, guidance_scale=req.guidance,
                   generator=generator, num_images_per_prompt=req.batch)
     if encode_prompts is not None:
-        kwargs.update(encode_prompts(req.prompts, req.negative_prompt))
+        kwargs.update(encode_prompts(req.prompts, req.negative_prompt, req.batch))
     else:
         kwargs["prompt"] = req.prompts
         if req.negative_prompt is not None:

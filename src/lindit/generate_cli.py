@@ -14,7 +14,7 @@ from . import __version__
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate images with the stock diffusers pipeline")
     p.add_argument("--model", required=True, help="lindit folder, diffusers folder, hub id or builtin:NAME")
-    p.add_argument("--base", default=None, help="pipeline folder with VAE, scheduler and text encoders")
+    p.add_argument("--base", default=None, help="pipeline folder with VAE, scheduler and text encoders, or builtin:NAME for a student of a built-in teacher")
     p.add_argument("--prompt", action="append", default=[], help="prompt (repeat for several)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--class-label", type=int, action="append", default=None, help="DiT class label (repeatable)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
@@ -129,3 +128,32 @@ def loss_terms(weights: dict[str, float], batch: NoisyBatch, s_out: torch.Tensor
 
 def total_loss(weights: dict[str, float], terms: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(weights[name] * value for name, value in terms.items())
+
+
+def learned_range_vlb(scheduler: DDPMScheduler, x0: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor,
+                      eps: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """iDDPM's L_vlb term for a learned-range variance head (as DiT trains its sigma channels), in bits.
+
+    KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) per element, averaged, where p's log variance interpolates
+    log beta_t and the clipped log posterior variance by (variance + 1) / 2 (diffusers' ``learned_range``)
+    and p's mean comes from the detached epsilon, so this term trains only the variance channels. At t = 0
+    it uses the same Gaussian KL instead of iDDPM's discretised decoder likelihood (pixels here are not
+    8-bit bins). x0, noisy, eps, variance: (B, C, H, W); t: (B,) integer timesteps.
+    """
+    ac = scheduler.alphas_cumprod.to(x0.device, torch.float32)  # (T,)
+    ac_prev = torch.cat([ac.new_ones(1), ac[:-1]])  # (T,)
+    betas = scheduler.betas.to(x0.device, torch.float32)  # (T,)
+    post_var = betas * (1 - ac_prev) / (1 - ac)  # (T,)
+    post_log_var = torch.log(torch.cat([post_var[1:2], post_var[1:]]))  # (T,) clipped at t = 0
+    view = lambda a: a[t].view(-1, *([1] * (x0.ndim - 1)))  # noqa: E731  (T,) -> (B, 1, 1, 1)
+    coef_x0 = view(betas * ac_prev.sqrt() / (1 - ac))
+    coef_xt = view((1 - ac_prev) * (1 - betas).sqrt() / (1 - ac))
+    x0, noisy, eps = x0.float(), noisy.float(), eps.detach().float()
+    x0_pred = (noisy - view((1 - ac).sqrt()) * eps) / view(ac.sqrt())
+    true_mean, model_mean = coef_x0 * x0 + coef_xt * noisy, coef_x0 * x0_pred + coef_xt * noisy
+    frac = (variance.float() + 1) / 2
+    model_log_var = frac * view(betas.log()) + (1 - frac) * view(post_log_var)
+    true_log_var = view(post_log_var)
+    kl = 0.5 * (-1.0 + model_log_var - true_log_var + torch.exp(true_log_var - model_log_var)
+                + (true_mean - model_mean) ** 2 * torch.exp(-model_log_var))
+    return kl.mean() / torch.log(torch.tensor(2.0))

@@ -33,8 +33,9 @@ def _from_random(source: ModelSource) -> nn.Module:
 
 
 def _from_builtin(source: ModelSource) -> nn.Module:
-    # The shapes world's pretrained tiny teachers will register here (name -> loader).
-    raise ValueError(f"no built-in teacher {source.builtin!r} is available yet; use path or random")
+    from ..world.teachers import load_builtin_teacher
+
+    return load_builtin_teacher(source.builtin)  # the shapes world's shipped tiny teachers
 
 
 TEACHER_SOURCES: dict[str, Callable[[ModelSource], nn.Module]] = {
@@ -79,6 +80,10 @@ def model_config(cfg: ModelConfig) -> dict:
     source = cfg.teacher or ModelSource(path=cfg.base, subfolder="transformer")
     if source.random is not None:
         return {"_class_name": source.random.cls, **source.random.config}
+    if source.builtin is not None:
+        from ..world.teachers import teacher_dir
+
+        return _ConfigFile.load_config(str(teacher_dir(source.builtin)))
     if source.path is None:
         raise ValueError("model: cannot read the model config of this teacher source")
     return _ConfigFile.load_config(source.path, subfolder=source.subfolder)

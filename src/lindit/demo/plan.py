@@ -1,0 +1,101 @@
+"""What ``lindit demo`` runs: per family, the built-in teacher, the trainer's recipe and the students.
+
+Every student of a family is distilled with the same recipe, budget and data, so the table compares
+attention mechanisms and nothing else (as EDiT Tables 1 and 2 do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..world.teachers import settings_of
+
+
+@dataclass(frozen=True)
+class FamilyPlan:
+    teacher: str  # built-in teacher name (builtin:NAME)
+    recipe: str  # lindit.training recipe
+    methods: tuple[str, ...]  # lindit.convert methods, in the order of the report
+    quick_methods: tuple[str, ...]
+    convert: dict = field(default_factory=dict)  # per-method lindit.convert options
+    # Must reproduce (paper ordering): (better, worse) pairs, checked on FID and adherence.
+    orderings: tuple[tuple[str, str], ...] = ()
+
+
+FAMILIES: dict[str, FamilyPlan] = {
+    "pixart": FamilyPlan("pixart", "edit", ("edit", "lit", "sana", "linfusion", "kv_compress"), ("edit",),
+                         orderings=(("edit", "sana"), ("edit", "linfusion"))),
+    "mmdit": FamilyPlan("mmdit", "mm_edit", ("mm_edit", "mm_edit_exact", "linear_mmdit_alpha", "sana_mmdit"),
+                        ("mm_edit",), orderings=(("mm_edit", "linear_mmdit_alpha"),)),
+    # LiT Guideline 2: few heads (the teacher has 4).
+    "dit": FamilyPlan("dit", "lit", ("lit",), ("lit",), convert={"lit": {"heads": 2}}),
+}
+
+
+@dataclass
+class DemoSettings:
+    """The run's budget; ``quick()`` is the CI-sized one."""
+
+    families: tuple[str, ...] = ("pixart", "mmdit", "dit")
+    quick: bool = False
+    steps: int = 300  # optimisation steps per student (half attention-only, half everything)
+    batch_size: int = 32
+    lr: float = 1e-3
+    n_eval: int = 1000  # images per model for FID, adherence and agreement
+    sample_steps: int = 20
+    guidance: float | None = None  # default: each teacher's recorded sampling guidance
+    seed: int = 0
+    latency_sizes: tuple[int, ...] = (32, 64, 128, 256)  # px, one transformer forward, batch 1
+    eval_prompt_seed: int = 1001  # held-out ShapesDataset streams: prompts and the FID reference set
+    reference_seed: int = 1002
+    dataset_size: int = 4096  # distillation images
+
+    @classmethod
+    def quick_settings(cls, **overrides) -> DemoSettings:
+        base = dict(quick=True, steps=40, n_eval=200, sample_steps=10, latency_sizes=(32, 128), dataset_size=1024)
+        return cls(**{**base, **overrides})
+
+    def methods(self, family: str) -> tuple[str, ...]:
+        plan = FAMILIES[family]
+        return plan.quick_methods if self.quick else plan.methods
+
+
+def check_families(names) -> tuple[str, ...]:
+    bad = [n for n in names if n not in FAMILIES]
+    if bad:
+        raise ValueError(f"unknown demo family {bad[0]!r}; choose from {', '.join(FAMILIES)}")
+    return tuple(names)
+
+
+def run_config(family: str, method: str, settings: DemoSettings) -> dict:
+    """The lindit.training config distilling ``method`` from the family's built-in teacher."""
+    plan, teacher = FAMILIES[family], settings_of(FAMILIES[family].teacher)
+    spec = {k: v for k, v in teacher.scheduler.items() if k != "class"}
+    labels = teacher.conditioning == "labels"
+    attention_steps = settings.steps // 2
+    stage2 = {"name": "all", "trainable": "all", "resolution": teacher.size,
+              "steps": settings.steps - attention_steps, "lr": settings.lr / 5}
+    if plan.recipe == "mm_edit":
+        stage2["loss"] = {"task": 0.0, "kd": 1.0, "feature": 0.0}  # MM-EDiT stage 2: knowledge distillation only
+    stages = [{"name": "attention", "trainable": "attention", "resolution": teacher.size,
+               "steps": attention_steps, "lr": settings.lr}, stage2]
+    if plan.recipe == "lit":  # LiT trains every weight from the start
+        stages = [{"name": "all", "trainable": "all", "resolution": teacher.size, "steps": settings.steps,
+                   "lr": settings.lr}]
+    world = {"n": settings.dataset_size, "seed": settings.seed, "kind": "class" if labels else "text"}
+    if not labels:
+        world["max_objects"] = teacher.max_objects
+    return {
+        "recipe": plan.recipe,
+        "seed": settings.seed,
+        "model": {"teacher": {"builtin": plan.teacher}, "method": method,
+                  "convert": plan.convert.get(method, {}), "vae": "none",
+                  "conditioning": "labels" if labels else "builtin", "scheduler": spec},
+        "data": {"source": {"world": world}, "batch_size": settings.batch_size,
+                 "caption_dropout": teacher.caption_dropout, "aspect_ratios": [1.0], "num_workers": 0},
+        "stages": [s for s in stages if s["steps"] > 0],
+        "optimizer": {"warmup_steps": min(10, settings.steps // 4), "weight_decay": 0.0},
+        "training": {"mixed_precision": "no", "max_grad_norm": 1.0},
+        "checkpointing": {"every": 10**9, "keep": 1},
+        "logging": {"every": max(1, settings.steps // 10), "progress_bar": True},
+    }

@@ -1,0 +1,154 @@
+"""The demo's outputs: report.json (the schema other tools read), report.md, sample grids, latency plot.
+
+report.json: {"settings": {...}, "families": {FAMILY: {"teacher": ROW, METHOD: ROW, ...}}, "checks": [...]}
+with ROW = {"fid", "adherence" (fraction), "mse_to_teacher", "psnr_to_teacher" (null for the teacher),
+"latency_s" (one forward at the world's size), "latency_s_by_size", "train_steps", "train_seconds"}; the
+teacher's row adds "mse_unpaired", the chance level of agreement (its images of different prompts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_path, write_json, write_text
+from .plan import FAMILIES
+
+FAMILY_TITLES = {"pixart": "PixArt-style DiT (EDiT Table 1)", "mmdit": "SD3.5-style MM-DiT (EDiT Table 2)",
+                 "dit": "Class-conditional DiT (LiT)"}
+
+
+def checks(families: dict[str, dict]) -> list[dict]:
+    """The papers' claims, each marked reproduced or not; nothing here changes a number."""
+    out = []
+    for family, rows in families.items():
+        teacher = rows["teacher"]
+        out.append(_check(f"{family} teacher adherence >= 80%", teacher["adherence"] >= 0.8,
+                          f"{teacher['adherence']:.1%}"))
+        main = {"pixart": "edit", "mmdit": "mm_edit", "dit": "lit"}[family]
+        if main in rows:
+            s = rows[main]
+            out.append(_check(f"{main} classifier-FID within 10% of the teacher's", s["fid"] <= 1.1 * teacher["fid"],
+                              f"{s['fid']:.1f} vs {teacher['fid']:.1f}"))
+            out.append(_check(f"{main} adherence within 3 points of the teacher's",
+                              s["adherence"] >= teacher["adherence"] - 0.03,
+                              f"{s['adherence']:.1%} vs {teacher['adherence']:.1%}"))
+        for better, worse in FAMILIES[family].orderings:
+            if better in rows and worse in rows:
+                b, w = rows[better], rows[worse]
+                out.append(_check(f"{better} better than {worse} (FID)", b["fid"] < w["fid"],
+                                  f"{b['fid']:.1f} vs {w['fid']:.1f}"))
+                out.append(_check(f"{better} better than {worse} (adherence)", b["adherence"] > w["adherence"],
+                                  f"{b['adherence']:.1%} vs {w['adherence']:.1%}"))
+    return out
+
+
+def _check(claim: str, ok: bool, detail: str) -> dict:
+    return {"claim": claim, "reproduced": bool(ok), "detail": detail}
+
+
+def write_json_report(out: Path, settings: dict, families: dict) -> dict:
+    report = {"settings": settings, "families": families, "checks": checks(families)}
+    write_json(out / "report.json", report)
+    return report
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def family_table(family: str, rows: dict[str, dict], sizes: list[int]) -> list[str]:
+    big = str(max(sizes))
+    lines = [f"### {FAMILY_TITLES[family]}", "",
+             f"| model | FID (classifier) ↓ | adherence ↑ | MSE to teacher ↓ | PSNR to teacher ↑ | latency {sizes[0]} px (ms) "
+             f"| latency {big} px (ms) | train steps | train time (s) |", "|" + "---|" * 9]
+    for name, r in rows.items():
+        by_size = r.get("latency_s_by_size", {})
+        lines.append(f"| {name} | {r['fid']:.1f} | {r['adherence']:.1%} | {r['mse_to_teacher']:.4f} "
+                     f"| {_fmt(r['psnr_to_teacher'], '.1f')} | {1000 * r['latency_s']:.2f} "
+                     f"| {_fmt(by_size.get(big) and 1000 * by_size[big], '.1f')} | {r['train_steps']} "
+                     f"| {r['train_seconds']:.0f} |")
+    unpaired = rows["teacher"].get("mse_unpaired")
+    note = [f"Chance level of the MSE (teacher images of different prompts and noise): {unpaired:.4f}.", ""]
+    return lines + [""] + (note if unpaired is not None else [])
+
+
+def write_markdown(out: Path, report: dict, command: str) -> None:
+    s = report["settings"]
+    sizes = [int(k) for k in s["latency_sizes"]]
+    lines = ["# lindit demo report", "",
+             f"Made by `{command}` in {s['total_seconds']:.0f} s on {s['machine'].get('cpu', 'this CPU')} "
+             f"({s['machine'].get('torch_threads', '?')} threads). Every student was distilled from its built-in teacher with "
+             f"the family's recipe for {s['steps']} steps (batch {s['batch_size']}); images: {s['n_eval']} held-out "
+             f"prompts per model, {s['sample_steps']} sampling steps, one seed for all models. FID is on the "
+             "features of the world's shipped classifier against as many real world images (compare it only at "
+             "equal image counts); adherence is the fraction of images whose detected shapes, colours and "
+             "positions match the prompt; MSE and PSNR compare each student's images with the teacher's from the "
+             "same noise. Latency: one transformer forward, batch 1, median of repeats, this CPU.", ""]
+    for family, rows in report["families"].items():
+        lines += family_table(family, rows, sizes)
+        lines += [f"![samples]({family}_samples.png)", ""]
+    lines += ["## Do the papers' claims reproduce here?", "", "| claim | reproduced | measured |", "|---|---|---|"]
+    lines += [f"| {c['claim']} | {'yes' if c['reproduced'] else '**no**'} | {c['detail']} |" for c in report["checks"]]
+    lines += ["", "![latency](latency.png)", ""]
+    write_text(out / "report.md", "\n".join(lines))
+
+
+def sample_grid(path: Path, rows: dict[str, torch.Tensor], titles: list[str], columns: int = 8) -> None:
+    """One row per model (teacher first), the same prompts and noise in each column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(columns, len(titles))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.4 * n + 1.2, 1.5 * len(rows) + 0.6), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(((images[c] + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if r == 0:
+                ax.set_title(_wrap(titles[c]), fontsize=5)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _wrap(text: str, width: int = 22) -> str:
+    words, lines, line = str(text).split(), [], ""
+    for w in words:
+        if line and len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n".join(lines + [line])
+
+
+def latency_plot(path: Path, families: dict[str, dict]) -> None:
+    """Forward latency against image size, one panel per family, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    for ax, (family, rows) in zip(axes[0], families.items()):
+        for name, r in rows.items():
+            sizes = sorted(int(k) for k in r["latency_s_by_size"])
+            ax.plot(sizes, [1000 * r["latency_s_by_size"][str(s)] for s in sizes], marker="o", label=name)
+        ax.set(xscale="log", yscale="log", xlabel="image size (px)", ylabel="forward (ms)", title=family)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,95 @@
+"""The demo's steps: per family, the teacher's row, then convert + distil + measure each student."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..eval.measure import machine_info
+from ..world.teachers import SETTINGS_NAME, load_builtin_teacher, settings_of, teacher_dir
+from .evaluate import EvalSet, eval_set, latency, quality, sample
+from .plan import FAMILIES, DemoSettings, run_config
+from .report import latency_plot, sample_grid, write_json_report, write_markdown
+
+
+def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit demo") -> dict:
+    """Run the demo into ``out`` and return report.json's content."""
+    out, start = Path(out), time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    for family in settings.families:  # fail before any work if a teacher is missing
+        load_builtin_teacher(FAMILIES[family].teacher)
+    total = sum(1 + len(settings.methods(f)) for f in settings.families)
+    bar = tqdm(total=total, desc="lindit demo", unit="model", position=0)
+    families = {family: _family(family, settings, out, bar) for family in settings.families}
+    bar.close()
+    meta = {**asdict(settings), "total_seconds": round(time.perf_counter() - start, 1), "command": command,
+            "machine": machine_info(torch.device("cpu"))}
+    report = write_json_report(out, meta, families)
+    latency_plot(out / "latency.png", families)
+    write_markdown(out, report, command)
+    return report
+
+
+def _family(family: str, settings: DemoSettings, out: Path, bar) -> dict[str, dict]:
+    plan, teacher_settings = FAMILIES[family], settings_of(FAMILIES[family].teacher)
+    guidance = settings.guidance if settings.guidance is not None else teacher_settings.guidance
+    evals = eval_set(plan.teacher, settings.n_eval, settings.eval_prompt_seed, settings.reference_seed)
+    teacher = load_builtin_teacher(plan.teacher)
+    measure = lambda model, ref: _measure(plan.teacher, model, evals, ref, settings, guidance)  # noqa: E731
+    bar.set_postfix_str(f"{family}: teacher")
+    teacher_images, rows = measure(teacher, None)
+    recorded = json.loads((teacher_dir(plan.teacher) / SETTINGS_NAME).read_text())
+    rows.update(train_steps=recorded["steps"], train_seconds=recorded["train_seconds"])
+    table, grid = {"teacher": rows}, {"teacher": teacher_images}
+    _log(family, "teacher", rows)
+    bar.update()
+    for method in settings.methods(family):
+        bar.set_postfix_str(f"{family}: distilling {method}")
+        student, seconds = _distill(family, method, settings, out)
+        bar.set_postfix_str(f"{family}: measuring {method}")
+        grid[method], table[method] = measure(student, teacher_images)
+        table[method].update(train_steps=settings.steps, train_seconds=round(seconds, 1))
+        _log(family, method, table[method])
+        bar.update()
+    sample_grid(out / f"{family}_samples.png", grid, [str(c) for c in _titles(family, evals)])
+    return table
+
+
+def _titles(family: str, evals: EvalSet) -> list:
+    if not evals.class_conditional:
+        return evals.conditions
+    from ..world.shapes import ShapesClassDataset
+
+    return [ShapesClassDataset.class_names[c] for c in evals.conditions]
+
+
+def _measure(teacher: str, model, evals: EvalSet, teacher_images, settings: DemoSettings, guidance: float):
+    images = sample(teacher, model, evals, settings.sample_steps, guidance, settings.seed)
+    row = quality(images, evals, teacher_images)
+    by_size = latency(teacher, model, settings.latency_sizes)
+    row.update(latency_s=round(by_size[settings.latency_sizes[0]], 6),
+               latency_s_by_size={str(k): round(v, 6) for k, v in by_size.items()})
+    return images, row
+
+
+def _distill(family: str, method: str, settings: DemoSettings, out: Path):
+    from ..integrations.diffusers import load
+    from ..training import distill
+
+    folder = out / "students" / family / method
+    start = time.perf_counter()
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    distill(run_config(family, method, settings), folder)
+    return load(folder), time.perf_counter() - start
+
+
+def _log(family: str, name: str, row: dict) -> None:
+    psnr = "" if row["psnr_to_teacher"] is None else f", PSNR {row['psnr_to_teacher']:.1f} dB"
+    tqdm.write(f"{family:>6} {name:<20} FID {row['fid']:8.1f}, adherence {row['adherence']:6.1%}{psnr}, "
+               f"{1000 * row['latency_s']:.2f} ms/forward")
