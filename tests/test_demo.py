@@ -22,6 +22,14 @@ def test_every_demo_run_config_is_a_valid_training_config(family):
         assert sum(s.steps for s in cfg.stages) == 10 and cfg.model.method == method
 
 
+def test_inherit_setting_reaches_convert_options_except_kv_compress():
+    inherit = DemoSettings(steps=10, inherit="qk")
+    assert run_config("pixart", "edit", inherit)["model"]["convert"] == {"inherit": "qk"}
+    assert "inherit" not in run_config("pixart", "kv_compress", inherit)["model"]["convert"]  # keeps its qkvo
+    assert "inherit" not in run_config("pixart", "edit", DemoSettings(steps=10))["model"]["convert"]
+    assert run_config("dit", "lit", inherit)["model"]["convert"] == {"inherit": "qk", "heads": 2}
+
+
 def test_class_adherence_scores_real_images_high_and_wrong_classes_low():
     data = ShapesClassDataset(60, seed=3)
     images = torch.stack([data[i][0] for i in range(60)])

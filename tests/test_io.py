@@ -32,3 +32,19 @@ def test_atomic_dir_refuses_existing_unless_overwrite(tmp_path):
     with atomic_dir(target, overwrite=True) as tmp:
         (tmp / "v").write_text("2")
     assert (target / "v").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    """mkstemp/mkdtemp make owner-only entries; after the rename they must look like open()/mkdir() made them."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

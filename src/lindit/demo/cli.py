@@ -23,13 +23,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sample-steps", type=int, help="denoising steps per image")
     p.add_argument("--guidance", type=float, help="classifier-free guidance (default: each teacher's)")
     p.add_argument("--seed", type=int, help="seed of distillation and sampling")
+    p.add_argument("--inherit", help="teacher projections the students start from: any of q, k, v, o, or "
+                   "'none' (default: none, fresh attention weights)")
     p.set_defaults(func=run)
 
 
 def settings_from(args) -> DemoSettings:
     overrides = {k: v for k, v in (("steps", args.steps), ("n_eval", args.n_eval),
                                    ("sample_steps", args.sample_steps), ("guidance", args.guidance),
-                                   ("seed", args.seed)) if v is not None}
+                                   ("seed", args.seed), ("inherit", args.inherit)) if v is not None}
     for name in ("steps", "n_eval", "sample_steps"):
         if name in overrides and overrides[name] <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {overrides[name]}")

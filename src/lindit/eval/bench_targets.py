@@ -1,0 +1,135 @@
+"""``lindit bench targets``: check a ``lindit bench model`` run against the project's latency targets.
+
+    lindit bench targets docs/bench/model/bench.json --memory docs/bench/model-8192/bench.json
+
+Reads the JSON the benchmark wrote (nothing is retyped) and prints one markdown row per target with the
+measured value and whether it is met. The targets are per-block ratios teacher / method from the same run
+(both timed in one process on the same machine, so shared-machine noise mostly cancels), the fraction of the
+same run's dense matmul GFLOP/s that each linear block reaches at 4096 px, and the peak memory of one EDiT
+block at 8192 px.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .report import markdown_table
+
+
+@dataclass(frozen=True)
+class SpeedTarget:
+    preset: str
+    method: str
+    px: int
+    min_ratio: float
+
+
+SPEED_TARGETS = (
+    SpeedTarget("pixart-sigma", "edit", 1024, 1.3), SpeedTarget("pixart-sigma", "edit", 2048, 2.2),
+    SpeedTarget("pixart-sigma", "edit", 4096, 6.0),
+    SpeedTarget("sd35-medium", "mm_edit", 1024, 1.2), SpeedTarget("sd35-medium", "mm_edit", 2048, 1.8),
+    SpeedTarget("sd35-medium", "mm_edit", 4096, 5.0),
+)
+LINEAR_METHODS = ("edit", "lit", "sana", "linfusion", "mm_edit", "sana_mmdit", "linear_mmdit_alpha")
+FLOPS_PX, MIN_FLOPS_FRACTION = 4096, 0.6
+MEMORY_PX, MAX_MEMORY_MB = 8192, 16 * 1024
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; write it with `lindit bench model --out {path.parent}`")
+    data = json.loads(path.read_text())
+    if "cells" not in data or "matmul_gflops" not in data:
+        raise ValueError(f"{path} is not the bench.json of `lindit bench model` (no 'cells' or 'matmul_gflops')")
+    return data
+
+
+def _cell(data: dict, preset: str, method: str, px: int) -> dict | None:
+    for c in data["cells"]:
+        if (c["preset"], c["method"], c["height_px"], c["width_px"]) == (preset, method, px, px):
+            return c
+    return None
+
+
+def _missing(cell: dict | None) -> str | None:
+    if cell is None:
+        return "not in this run"
+    if cell.get("skipped"):
+        return f"skipped: {cell['skipped']}"
+    return None
+
+
+def speed_rows(data: dict) -> list[list[str]]:
+    rows = []
+    for t in SPEED_TARGETS:
+        student, teacher = _cell(data, t.preset, t.method, t.px), _cell(data, t.preset, "teacher", t.px)
+        why = _missing(student) or _missing(teacher)
+        if why:
+            rows.append([f"{t.preset} / {t.method} at {t.px} px", f">= {t.min_ratio:g}x", why, "unknown"])
+            continue
+        for label, seconds in student["block_s"].items():
+            ratio = teacher["block_s"][label] / seconds
+            rows.append([f"{t.preset} / {t.method} at {t.px} px, {label}", f">= {t.min_ratio:g}x",
+                         f"{ratio:.2f}x ({teacher['block_s'][label]:.3g} s / {seconds:.3g} s)",
+                         "met" if ratio >= t.min_ratio else "**missed**"])
+    return rows
+
+
+def flops_rows(data: dict) -> list[list[str]]:
+    ceiling, rows = data["matmul_gflops"], []
+    for c in data["cells"]:
+        if c["method"] not in LINEAR_METHODS or c["height_px"] != FLOPS_PX or c["width_px"] != FLOPS_PX:
+            continue
+        if c.get("skipped"):
+            rows.append([f"{c['preset']} / {c['method']} at {FLOPS_PX} px", f">= {MIN_FLOPS_FRACTION:.0%}",
+                         f"skipped: {c['skipped']}", "unknown"])
+            continue
+        for label, seconds in c["block_s"].items():
+            achieved = c["block_gflop"][label] / seconds
+            rows.append([f"{c['preset']} / {c['method']} at {FLOPS_PX} px, {label}",
+                         f">= {MIN_FLOPS_FRACTION:.0%} of {ceiling:.0f} GFLOP/s",
+                         f"{achieved / ceiling:.0%} ({achieved:.0f} GFLOP/s)",
+                         "met" if achieved >= MIN_FLOPS_FRACTION * ceiling else "**missed**"])
+    return rows
+
+
+def memory_rows(data: dict) -> list[list[str]]:
+    cell = _cell(data, "pixart-sigma", "edit", MEMORY_PX)
+    why = _missing(cell)
+    target = f"< {MAX_MEMORY_MB // 1024} GB"
+    if why:
+        return [[f"pixart-sigma / edit at {MEMORY_PX} px, peak memory of one block", target, why, "unknown"]]
+    rows = []
+    for label, mb in cell["block_peak_mb"].items():
+        ok = mb is not None and mb < MAX_MEMORY_MB
+        shown = "not measured" if mb is None else f"{mb / 1024:.2f} GB ({cell['block_s'][label]:.1f} s)"
+        rows.append([f"pixart-sigma / edit at {MEMORY_PX} px, {label}", target, shown,
+                     "met" if ok else "**missed**"])
+    return rows
+
+
+def report(speed_json: str | Path, memory_json: str | Path | None = None) -> str:
+    data = load(speed_json)
+    rows = speed_rows(data) + flops_rows(data)
+    commands = [data["command"]]
+    if memory_json is not None:
+        memory = load(memory_json)
+        rows += memory_rows(memory)
+        commands.append(memory["command"])
+    header = "Targets, checked by `lindit bench targets` on the runs of " + " and ".join(f"`{c}`" for c in commands)
+    return header + "\n\n" + markdown_table(["target", "wanted", "measured", "result"], rows)
+
+
+def add_parser(kinds) -> None:
+    p = kinds.add_parser("targets", help="check a `bench model` run against the latency/FLOP/s/memory targets")
+    p.add_argument("bench_json", type=Path, help="bench.json of `lindit bench model` (512-4096 px)")
+    p.add_argument("--memory", type=Path, help="bench.json of the 8192 px EDiT run")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    print(report(args.bench_json, args.memory))
+    return 0

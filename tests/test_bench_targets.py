@@ -1,0 +1,57 @@
+"""`lindit bench targets` reads a bench.json and judges each target from the numbers in it."""
+
+import json
+
+import pytest
+
+from lindit.cli import main
+from lindit.eval.bench_targets import report
+
+
+def _cell(preset, method, px, block_s, gflop=None, peak=None, skipped=None):
+    return {"preset": preset, "method": method, "height_px": px, "width_px": px, "block_s": block_s,
+            "block_gflop": gflop or {k: 1.0 for k in block_s}, "block_peak_mb": peak or {k: 1.0 for k in block_s},
+            "skipped": skipped}
+
+
+def _write(path, cells, command="lindit bench model"):
+    path.write_text(json.dumps({"command": command, "matmul_gflops": 100.0, "cells": cells}))
+    return path
+
+
+def test_ratios_flops_and_memory_are_judged_from_the_run(tmp_path):
+    cells = [
+        _cell("pixart-sigma", "teacher", 1024, {"block0": 2.0}),
+        _cell("pixart-sigma", "edit", 1024, {"block0": 1.0}),  # 2.0x >= 1.3x: met
+        _cell("pixart-sigma", "teacher", 2048, {"block0": 2.0}),
+        _cell("pixart-sigma", "edit", 2048, {"block0": 1.0}),  # 2.0x < 2.2x: missed
+        _cell("pixart-sigma", "teacher", 4096, {}, skipped="predicted 900 s per run > --max-seconds 600"),
+        _cell("pixart-sigma", "edit", 4096, {"block0": 1.0}, gflop={"block0": 70.0}),  # 70% of 100: met
+        _cell("sd35-medium", "mm_edit", 4096, {"block0": 1.0, "block1": 1.0},
+              gflop={"block0": 50.0, "block1": 65.0}),  # 50%: missed, 65%: met
+    ]
+    memory = [_cell("pixart-sigma", "edit", 8192, {"block0": 30.0}, peak={"block0": 20 * 1024.0})]
+    text = report(_write(tmp_path / "a.json", cells), _write(tmp_path / "b.json", memory, "lindit bench 8192"))
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "2.00x" in rows["pixart-sigma / edit at 1024 px, block0"] and "| met |" in rows[
+        "pixart-sigma / edit at 1024 px, block0"]
+    assert "**missed**" in rows["pixart-sigma / edit at 2048 px, block0"]
+    assert "skipped: predicted 900 s" in rows["pixart-sigma / edit at 4096 px"]
+    assert "not in this run" in rows["sd35-medium / mm_edit at 1024 px"]
+    assert "70%" in rows["pixart-sigma / edit at 4096 px, block0"]
+    assert "**missed**" in rows["sd35-medium / mm_edit at 4096 px, block0"]
+    assert "| met |" in rows["sd35-medium / mm_edit at 4096 px, block1"]
+    assert "20.00 GB" in rows["pixart-sigma / edit at 8192 px, block0"] and "**missed**" in rows[
+        "pixart-sigma / edit at 8192 px, block0"]
+    assert "`lindit bench 8192`" in text
+
+
+def test_cli_and_bad_files(tmp_path, capsys):
+    path = _write(tmp_path / "bench.json", [_cell("pixart-sigma", "teacher", 1024, {"block0": 1.0})])
+    assert main(["bench", "targets", str(path)]) == 0
+    assert "pixart-sigma / edit at 1024 px" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="lindit bench model"):
+        report(tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="no 'cells'"):
+        report(tmp_path / "other.json")
