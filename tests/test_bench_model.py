@@ -31,6 +31,7 @@ def test_bench_model_writes_tables_json_and_plot(tmp_path, tiny_presets, capsys)
     assert code == 0
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["command"].startswith("lindit bench model --presets tiny-pixart")
+    assert not (tmp_path / "bench.partial.json").exists(), "the partial record is removed once the run is whole"
     cells = {(c["preset"], c["method"], c["height_px"], c["width_px"]): c for c in data["cells"]}
     assert len(cells) == (3 + 2) * 4
     kv = cells[("tiny-pixart", "kv_compress", 128, 128)]
@@ -77,3 +78,13 @@ def test_one_block_stub_is_materialised_and_wired_to_its_own_grid():
 def test_fitted_slope_recovers_power_laws():
     assert fitted_slope([(x, 3 * x) for x in (1e6, 4e6, 16e6)]) == pytest.approx(1.0)
     assert fitted_slope([(x, 2 * x**2) for x in (1e6, 4e6, 16e6)]) == pytest.approx(2.0)
+
+
+def test_dit_non_square_cells_are_skipped_with_the_reason():
+    """DiTTransformer2DModel reshapes to a square grid: a non-square cell must be skipped, not crash the run."""
+    from lindit.eval.bench_model import _too_small_table
+    from lindit.eval.presets import PRESETS
+
+    reason = _too_small_table(PRESETS["dit-xl-2"], None, 96, 168)
+    assert reason is not None and "square" in reason and "96x168" in reason
+    assert _too_small_table(PRESETS["dit-xl-2"], None, 64, 64) is None

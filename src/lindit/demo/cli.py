@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance (default: each teacher's)")
     p.add_argument("--seed", type=int, help="seed of distillation and sampling")
     p.add_argument("--inherit", help="teacher projections the students start from: any of q, k, v, o, or "
-                   "'none' (default: none, fresh attention weights)")
+                   "'none' for fresh attention weights (default: qkvo)")
     p.set_defaults(func=run)
 
 

@@ -45,11 +45,12 @@ def _pixart_prompts(pipe, req) -> dict:
 
 
 def _sd3_prompts(pipe, req) -> dict:
+    # StableDiffusion3Pipeline does not repeat given embeddings per image: repeat them while encoding
     embeds, neg, pooled, neg_pooled = pipe.encode_prompt(
-        req.prompts, None, None, device=pipe.device, num_images_per_prompt=1,
+        req.prompts, None, None, device=pipe.device, num_images_per_prompt=req.batch,
         do_classifier_free_guidance=req.guidance > 1.0, negative_prompt=req.negative_prompt)
     return {"prompt_embeds": embeds, "negative_prompt_embeds": neg, "pooled_prompt_embeds": pooled,
-            "negative_pooled_prompt_embeds": neg_pooled}
+            "negative_pooled_prompt_embeds": neg_pooled, "num_images_per_prompt": 1}
 
 
 PROMPT_ENCODERS = {"pixart": _pixart_prompts, "sd3": _sd3_prompts}  # DiT: class labels, nothing to encode
@@ -111,7 +112,7 @@ class StagedGeneration:
         without_text = {name: None for name in self.text_components} if prompts is not None else {}
         pipe = self._cls().from_pretrained(self.base, transformer=transformer, dtype=self.dtype, **without_text)
         del transformer
-        encode = None if prompts is None else (lambda _prompts, _negative: prompts)
+        encode = None if prompts is None else (lambda _prompts, _negative, _batch: prompts)  # run()'s signature
         latents_only = {} if prompts is None else {"output_type": "latent"}  # DiTPipeline always decodes
         latents = run(pipe, req, encode, tiled_vae=True, **latents_only)
         pipe.transformer = None  # the decode stage runs without it

@@ -160,6 +160,9 @@ def run_model(args) -> int:
         for preset, method in linear_first:
             bar.set_postfix_str(f"{preset.name} {method}")
             bm.bench_method(preset, method, sizes, settings, cells, overheads, progress=bar)
+            # An hour-long sweep must not lose its finished cells to a later failure or a kill.
+            write_json(args.out / "bench.partial.json", {"command": "lindit " + " ".join(args.argv),
+                                                         "cells": [c.as_dict() for c in cells]})
     order = {pm: i for i, pm in enumerate((p.name, m) for p, m in plan)}
     cells.sort(key=lambda c: order[(c.preset, c.method)])
     attention = [] if args.no_attention else _attention_cells(plan, sizes, settings)
@@ -177,6 +180,7 @@ def run_model(args) -> int:
         "cells": [c.as_dict() for c in cells],
         "attention_cells": [c.as_dict() for c in attention],
     })
+    (args.out / "bench.partial.json").unlink(missing_ok=True)
     print(f"\nwrote {args.out / 'bench.md'}, {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 0
 

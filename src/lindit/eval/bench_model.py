@@ -127,6 +127,8 @@ QUADRATIC = ("teacher", "kv_compress")
 def _too_small_table(preset: Preset, model: nn.Module, height: int, width: int) -> str | None:
     """The teacher SD3 crops its positional table: larger grids cannot run (EDiT Table 3's '-'). Converted
     models interpolate the table (``allow_any_resolution``) and run."""
+    if preset.family == "dit" and height != width:
+        return f"DiTTransformer2DModel takes square latents only, got {height}x{width}"
     max_size = preset.config.get("pos_embed_max_size")
     p = preset.config["patch_size"]
     if isinstance(getattr(model, "pos_embed", None), InterpolatingPatchEmbed):
