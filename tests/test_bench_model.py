@@ -54,7 +54,12 @@ def test_max_seconds_skips_with_reason(tmp_path, tiny_presets):
     main(["bench", "model", "--presets", "tiny-pixart", "--methods", "teacher", "--resolutions", "64", "512",
           "--non-square", "none", "--max-seconds", "1e-9", "--no-attention", "--device", "cpu", "--out", str(tmp_path)])
     cells = json.loads((tmp_path / "bench.json").read_text())["cells"]
-    assert cells[0]["skipped"] is None and "--max-seconds" in cells[1]["skipped"]
+    # no smaller cell to scale from: predicted from the block's FLOPs and this run's matmul rate
+    assert all("(from FLOPs) > --max-seconds 1e-09" in c["skipped"] for c in cells)
+    main(["bench", "model", "--presets", "tiny-pixart", "--methods", "teacher", "--resolutions", "64", "512",
+          "--non-square", "none", "--max-seconds", "60", "--no-attention", "--device", "cpu", "--out", str(tmp_path)])
+    cells = json.loads((tmp_path / "bench.json").read_text())["cells"]
+    assert all(c["skipped"] is None and c["block_s"] for c in cells)
 
 
 def test_bad_sizes_and_methods_are_clear_errors(tmp_path, tiny_presets, capsys):
@@ -71,8 +76,11 @@ def test_one_block_stub_is_materialised_and_wired_to_its_own_grid():
     assert len(stub.transformer_blocks) == 1 and len(full.transformer_blocks) == 4
     assert all(torch.isfinite(p).all() and not p.is_meta for p in stub.parameters())
     assert stub.transformer_blocks[0].attn.grid is stub.lindit_grid is not full.lindit_grid
+    calls = []
+    stub.transformer_blocks[0].register_forward_hook(lambda *a: calls.append(1))
     args, kwargs = bm.capture_block_inputs(stub, TINY["tiny-sd3"].inputs(16, 12, "cpu", torch.float32))
     assert kwargs["hidden_states"].shape == (1, 8 * 6, 16)
+    assert calls == [], "capturing the block's inputs stops before the block runs"
 
 
 def test_fitted_slope_recovers_power_laws():
@@ -88,3 +96,15 @@ def test_dit_non_square_cells_are_skipped_with_the_reason():
     reason = _too_small_table(PRESETS["dit-xl-2"], None, 96, 168)
     assert reason is not None and "square" in reason and "96x168" in reason
     assert _too_small_table(PRESETS["dit-xl-2"], None, 64, 64) is None
+
+
+def test_budget_prediction_uses_the_same_preset_and_method():
+    # The 4096 px SD3.5 teacher was once predicted from PixArt's teacher at 2048 px (315 s instead of ~1,490 s).
+    pixart = bm.ModelCell("pixart-sigma", "teacher", 2048, 2048, 16384, block_s={"block0": 20.0})
+    sd35 = bm.ModelCell("sd35-medium", "teacher", 2048, 2048, 16384, block_s={"block0": 43.0, "block1": 26.0})
+    edit = bm.ModelCell("pixart-sigma", "edit", 2048, 2048, 16384, block_s={"block0": 10.0})
+    done = [pixart, sd35, edit]
+    assert bm._predict(done, "sd35-medium", "teacher", 65536) == pytest.approx(69.0 * 16)  # softmax: x4^2
+    assert bm._predict(done, "pixart-sigma", "teacher", 65536) == pytest.approx(20.0 * 16)
+    assert bm._predict(done, "pixart-sigma", "edit", 65536) == pytest.approx(10.0 * 4)  # linear: x4
+    assert bm._predict(done, "sd35-medium", "mm_edit", 65536) is None

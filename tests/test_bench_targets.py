@@ -55,3 +55,19 @@ def test_cli_and_bad_files(tmp_path, capsys):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ValueError, match="no 'cells'"):
         report(tmp_path / "other.json")
+
+
+def test_a_second_run_fills_the_skipped_size_and_ratios_never_mix_runs(tmp_path):
+    first = [_cell("pixart-sigma", "teacher", 4096, {}, skipped="predicted 315 s per run > --max-seconds 300"),
+             _cell("pixart-sigma", "edit", 4096, {"block0": 10.0}, gflop={"block0": 400.0})]
+    # the 4096 px run: teacher 60 s and EDiT 8 s in the same process -> 7.5x (not 60 / 10 from the first run)
+    second = [_cell("pixart-sigma", "teacher", 4096, {"block0": 60.0}),
+              _cell("pixart-sigma", "edit", 4096, {"block0": 8.0}, gflop={"block0": 600.0})]
+    text = report([_write(tmp_path / "a.json", first, "run a"), _write(tmp_path / "b.json", second, "run b")])
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    speed = [line for line in text.splitlines() if "pixart-sigma / edit at 4096 px, block0 | >= 6x" in line]
+    assert len(speed) == 1 and "7.50x (60 s / 8 s)" in speed[0]
+    flops = [line for line in text.splitlines() if "GFLOP/s" in line and "pixart-sigma / edit" in line]
+    assert len(flops) == 1 and "(40 GFLOP/s)" in flops[0]  # the first run's measured cell, 400 / 10
+    assert "`run a` and `run b`" in text
+    assert "not in these runs" in rows["sd35-medium / mm_edit at 1024 px"]

@@ -72,6 +72,39 @@ def quantization_quality(pipe, request, schemes: list[str], encode_prompts=None,
     return rows
 
 
+def world_quality(teacher: str, model, schemes: list[str], n: int, steps: int, seed: int = 0,
+                  group_size: int = DEFAULT_GROUP_SIZE) -> list[dict]:
+    """The demo's metrics for ``model`` (a built-in teacher or one of its students) and each scheme: FID and
+    adherence on ``n`` held-out prompts of the built-in world, and MSE / PSNR against the float model's
+    images of the same prompts and noise (``mse_to_teacher`` here means: to the float model)."""
+    from ..demo.evaluate import eval_set, quality, sample
+    from ..demo.plan import DemoSettings
+    from ..world.teachers import settings_of
+
+    settings, guidance = DemoSettings(), settings_of(teacher).guidance
+    evals = eval_set(teacher, n, settings.eval_prompt_seed, settings.reference_seed)
+    reference = sample(teacher, model, evals, steps, guidance, seed)
+    rows = [{"scheme": "float", "backend": "-", **quality(reference, evals, None)}]
+    for spec in schemes:
+        scheme, backend = parse_scheme(spec)
+        quantized = quantize(model, scheme, backend=backend, group_size=group_size).eval()
+        images = sample(teacher, quantized, evals, steps, guidance, seed)
+        rows.append({"scheme": scheme, "backend": quantized.lindit_quantization["backend"],
+                     **quality(images, evals, reference)})
+    return rows
+
+
+def world_markdown(rows: list[dict], command: str, n: int, steps: int) -> str:
+    from ..eval.report import markdown_table
+
+    body = markdown_table(["scheme", "backend", "classifier FID", "adherence", "MSE to float", "PSNR (dB)"],
+                          [[r["scheme"], r["backend"], f"{r['fid']:.1f}", f"{100 * r['adherence']:.1f}%",
+                            f"{r['mse_to_teacher']:.3g}", "-" if r["psnr_to_teacher"] is None
+                            else f"{r['psnr_to_teacher']:.1f}"] for r in rows])
+    return (f"Command: `{command}`\n\n{n} held-out prompts of the built-in world, {steps} steps, the demo's "
+            f"metrics; MSE on [0, 1] pixels against the float model's images.\n\n{body}")
+
+
 def markdown(rows: list[QualityRow], command: str, request) -> str:
     from ..eval.report import markdown_table
 
@@ -102,9 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=4.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE)
+    p.add_argument("--world", choices=("pixart", "mmdit", "dit"), default=None,
+                   help="built-in teacher whose world scores --model (the teacher or its student) with the "
+                        "demo's FID, adherence and MSE over --n held-out prompts; --prompt/--height are unused")
+    p.add_argument("--n", type=int, default=200, help="held-out prompts for --world")
     p.add_argument("--out", type=Path, default=Path("bench-output/quality"))
     args = p.parse_args(argv)
     command = "python -m lindit.deploy.quality " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.world is not None:
+        return _world_main(args, command)
     pipe = pipeline(args.model, base=args.base)
     req = Request(args.prompt, None, args.height, args.width, args.steps, args.guidance, args.seed, 1, args.class_label)
     rows = quantization_quality(pipe, req, args.schemes, getattr(pipe, "lindit_encode_prompts", None), args.group_size)
@@ -112,6 +151,21 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     write_text(args.out / "quality.md", md + "\n")
     write_json(args.out / "quality.json", {"command": command, "rows": [r.as_dict() for r in rows]})
+    return 0
+
+
+def _world_main(args, command: str) -> int:
+    from ..io import write_json, write_text
+    from ..models import load_model
+
+    if args.n <= 0 or args.steps <= 0:
+        raise SystemExit(f"--n and --steps must be positive, got {args.n} and {args.steps}")
+    rows = world_quality(args.world, load_model(args.model), args.schemes, args.n, args.steps, args.seed,
+                         args.group_size)
+    md = world_markdown(rows, command, args.n, args.steps)
+    print(md)
+    write_text(args.out / "quality.md", md + "\n")
+    write_json(args.out / "quality.json", {"command": command, "rows": rows})
     return 0
 
 

@@ -149,8 +149,8 @@ def run_model(args) -> int:
         raise ValueError(f"unknown method(s) {unknown}; valid: teacher, {', '.join(sorted(ba.mechanisms()))}")
     sizes = _sizes(args)
     max_seconds = args.max_seconds if args.max_seconds is not None else (20.0 if args.quick else None)
-    settings = bm.ModelSettings(device, dtype, args.layers, max_seconds, args.repeats)
     ceiling = matmul_gflops(device, dtype)
+    settings = bm.ModelSettings(device, dtype, args.layers, max_seconds, args.repeats, ceiling)
     presets = [PRESETS[p] for p in args.presets]
     plan = [(p, m) for p in presets for m in _methods(p, args.methods)]
     cells: list = []

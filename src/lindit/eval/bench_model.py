@@ -96,17 +96,25 @@ def one_block_model(full: nn.Module, index: int, device, dtype) -> nn.Module:
     return stub if device is None else materialize(stub, device, dtype)
 
 
+class _Captured(Exception):
+    """Raised by the capture hook: the block's inputs are known, the rest of the forward is not needed."""
+
+
 def capture_block_inputs(model: nn.Module, inputs: dict):
-    """Run ``model`` once and return the (args, kwargs) its first block was called with."""
+    """The (args, kwargs) the first block of ``model`` is called with. The forward stops at the block, so a
+    block that takes ten minutes at 4096 px is not run just to learn its inputs."""
     captured = {}
 
     def hook(module, args, kwargs):
         captured["call"] = (args, kwargs)
+        raise _Captured
 
     handle = model.transformer_blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
             model(**inputs, return_dict=False)
+    except _Captured:
+        pass
     finally:
         handle.remove()
     return captured["call"]
@@ -119,6 +127,7 @@ class ModelSettings:
     layers: str = "1"  # "1": one block per type + estimate; "full": the real full-depth forward
     max_seconds: float | None = None
     repeats: int = 3
+    matmul_gflops: float | None = None  # this run's dense matmul rate: predicts a cell with no smaller one
 
 
 QUADRATIC = ("teacher", "kv_compress")
@@ -138,9 +147,10 @@ def _too_small_table(preset: Preset, model: nn.Module, height: int, width: int) 
     return None
 
 
-def _predict(done: list[ModelCell], method: str, tokens: int) -> float | None:
-    """Seconds of one timed run of this cell's blocks, from the same method at the largest smaller size."""
-    prior = [c for c in done if c.method == method and c.block_s and c.tokens < tokens]
+def _predict(done: list[ModelCell], preset: str, method: str, tokens: int) -> float | None:
+    """Seconds of one timed run of this cell's blocks, from the same model and method at the largest
+    smaller size (another preset's teacher has other blocks: SD3.5's cost 4.7x PixArt's at 2048 px)."""
+    prior = [c for c in done if (c.preset, c.method) == (preset, method) and c.block_s and c.tokens < tokens]
     if not prior:
         return None
     last = max(prior, key=lambda c: c.tokens)
@@ -218,7 +228,7 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
         h, w = hp // 8, wp // 8
         cell = ModelCell(preset.name, method, hp, wp, (h // 2) * (w // 2), estimate=s.layers != "full")
         cell.skipped = _too_small_table(preset, full, h, w)
-        predicted = _predict(done, method, cell.tokens)
+        predicted = _predict(done, preset.name, method, cell.tokens)
         if cell.skipped is None and s.max_seconds is not None and predicted and predicted > s.max_seconds:
             cell.skipped = f"predicted {predicted:.0f} s per run > --max-seconds {s.max_seconds:g}"
         if cell.skipped is None:
@@ -228,19 +238,40 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
             else:
                 key = (preset.name, hp, wp)
                 _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overheads.get(key))
-                overheads.setdefault(key, cell.overhead_s)
+                if cell.overhead_s is not None:
+                    overheads.setdefault(key, cell.overhead_s)
         done.append(cell)
         if progress is not None:
             progress.update()
     return done
 
 
+# Blocks reach 60-100% of the matmul rate here (docs/BENCHMARKS.md); predicting at half of it errs slow,
+# so a cell predicted from FLOPs is skipped or run once rather than run three times for too long.
+FLOP_PREDICTION_EFFICIENCY = 0.5
+
+
+def _flop_prediction(timers: dict, s: ModelSettings) -> dict | None:
+    """Block type -> predicted seconds from its FLOPs, or None without a matmul rate."""
+    if not s.matmul_gflops:
+        return None
+    return {label: t.gflop() / (FLOP_PREDICTION_EFFICIENCY * s.matmul_gflops) for label, t in timers.items()}
+
+
 def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhead) -> None:
+    timers = {}
     for label, index in first.items():
         if label not in stubs:
             stubs[label] = (one_block_model(full, index, s.device, s.dtype), one_block_model(full, index, None, None))
-        timer = _Timer(*stubs[label], inputs, s)
-        share = None if predicted is None else predicted / len(first)  # rough: types cost about the same
+        timers[label] = _Timer(*stubs[label], inputs, s)
+    by_flops = _flop_prediction(timers, s) if predicted is None else None
+    if by_flops and s.max_seconds is not None and sum(by_flops.values()) > s.max_seconds:
+        cell.skipped = (f"predicted {sum(by_flops.values()):.0f} s per run (from FLOPs) > --max-seconds "
+                        f"{s.max_seconds:g}")
+        return
+    for label, timer in timers.items():
+        # rough when only the total is known: block types cost about the same
+        share = by_flops[label] if by_flops else (None if predicted is None else predicted / len(first))
         cell.block_s[label], cell.block_peak_mb[label] = timer.measure(share)
         cell.block_gflop[label] = timer.gflop()
         if overhead is None:

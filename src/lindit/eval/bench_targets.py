@@ -1,6 +1,7 @@
 """``lindit bench targets``: check a ``lindit bench model`` run against the project's latency targets.
 
-    lindit bench targets docs/bench/model/bench.json --memory docs/bench/model-8192/bench.json
+    lindit bench targets docs/bench/model/bench.json docs/bench/model-4096/bench.json \\
+        --memory docs/bench/model-8192/bench.json
 
 Reads the JSON the benchmark wrote (nothing is retyped) and prints one markdown row per target with the
 measured value and whether it is met. The targets are per-block ratios teacher / method from the same run
@@ -62,11 +63,24 @@ def _missing(cell: dict | None) -> str | None:
     return None
 
 
-def speed_rows(data: dict) -> list[list[str]]:
+def _pair(runs: list[dict], t: SpeedTarget) -> tuple[dict | None, dict | None, str | None]:
+    """(student cell, teacher cell, None) from the first run holding both, or (None, None, why not)."""
+    why = "not in this run" if len(runs) == 1 else "not in these runs"
+    for data in runs:
+        student, teacher = _cell(data, t.preset, t.method, t.px), _cell(data, t.preset, "teacher", t.px)
+        missing = _missing(student) or _missing(teacher)
+        if missing is None:
+            return student, teacher, None
+        if missing.startswith("skipped"):
+            why = missing
+    return None, None, why
+
+
+def speed_rows(runs: list[dict]) -> list[list[str]]:
+    """Each ratio comes from one run (teacher and student timed in the same process)."""
     rows = []
     for t in SPEED_TARGETS:
-        student, teacher = _cell(data, t.preset, t.method, t.px), _cell(data, t.preset, "teacher", t.px)
-        why = _missing(student) or _missing(teacher)
+        student, teacher, why = _pair(runs, t)
         if why:
             rows.append([f"{t.preset} / {t.method} at {t.px} px", f">= {t.min_ratio:g}x", why, "unknown"])
             continue
@@ -78,11 +92,21 @@ def speed_rows(data: dict) -> list[list[str]]:
     return rows
 
 
-def flops_rows(data: dict) -> list[list[str]]:
-    ceiling, rows = data["matmul_gflops"], []
-    for c in data["cells"]:
-        if c["method"] not in LINEAR_METHODS or c["height_px"] != FLOPS_PX or c["width_px"] != FLOPS_PX:
-            continue
+def _flops_cells(runs: list[dict]) -> list[tuple[dict, float]]:
+    """(cell, its run's matmul GFLOP/s) per linear (preset, method) at FLOPS_PX, a measured cell first."""
+    found = {}
+    for data in runs:
+        for c in data["cells"]:
+            key = (c["preset"], c["method"])
+            if c["method"] in LINEAR_METHODS and (c["height_px"], c["width_px"]) == (FLOPS_PX, FLOPS_PX):
+                if key not in found or (found[key][0].get("skipped") and not c.get("skipped")):
+                    found[key] = (c, data["matmul_gflops"])
+    return list(found.values())
+
+
+def flops_rows(runs: list[dict]) -> list[list[str]]:
+    rows = []
+    for c, ceiling in _flops_cells(runs):  # the ceiling is measured in the cell's own run
         if c.get("skipped"):
             rows.append([f"{c['preset']} / {c['method']} at {FLOPS_PX} px", f">= {MIN_FLOPS_FRACTION:.0%}",
                          f"skipped: {c['skipped']}", "unknown"])
@@ -111,10 +135,12 @@ def memory_rows(data: dict) -> list[list[str]]:
     return rows
 
 
-def report(speed_json: str | Path, memory_json: str | Path | None = None) -> str:
-    data = load(speed_json)
-    rows = speed_rows(data) + flops_rows(data)
-    commands = [data["command"]]
+def report(speed_json, memory_json: str | Path | None = None) -> str:
+    """``speed_json``: one bench.json or a list of them (e.g. a 1024-2048 px run and a 4096 px run)."""
+    paths = [speed_json] if isinstance(speed_json, (str, Path)) else list(speed_json)
+    runs = [load(p) for p in paths]
+    rows = speed_rows(runs) + flops_rows(runs)
+    commands = [data["command"] for data in runs]
     if memory_json is not None:
         memory = load(memory_json)
         rows += memory_rows(memory)
@@ -125,7 +151,8 @@ def report(speed_json: str | Path, memory_json: str | Path | None = None) -> str
 
 def add_parser(kinds) -> None:
     p = kinds.add_parser("targets", help="check a `bench model` run against the latency/FLOP/s/memory targets")
-    p.add_argument("bench_json", type=Path, help="bench.json of `lindit bench model` (512-4096 px)")
+    p.add_argument("bench_json", type=Path, nargs="+",
+                   help="bench.json of `lindit bench model` runs (512-4096 px); each ratio comes from one run")
     p.add_argument("--memory", type=Path, help="bench.json of the 8192 px EDiT run")
     p.set_defaults(func=run)
 
