@@ -30,7 +30,7 @@ elif sys.argv[2] == "int8-transformers":  # transformers' own quantize-on-load
     model = transformers.T5EncoderModel.from_pretrained(
         sys.argv[1], dtype=torch.bfloat16, quantization_config=transformers.TorchAoConfig(Int8WeightOnlyConfig()))
 else:  # what --low-memory does
-    from lindit.deploy.low_memory import load_int8_encoder
+    from lindit.deploy.text_encoders import load_int8_encoder
     model = load_int8_encoder(transformers.T5EncoderModel, Path(sys.argv[1]), torch.bfloat16)
 with torch.no_grad():
     model(torch.ones(1, 300, dtype=torch.long))
