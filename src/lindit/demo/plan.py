@@ -53,8 +53,11 @@ class DemoSettings:
     reference_seed: int = 1002
     dataset_size: int = 4096  # distillation images
     # Teacher projections the students start from (LiT Table 3 and Guideline 3; any of "qkvo"); "none" keeps
-    # lindit.convert's default of fresh attention weights. Measured with `lindit demo --quick --families pixart
-    # --inherit none|qkvo`: the EDiT student's MSE to the teacher after 40 steps is 0.022 fresh, 0.012 inherited.
+    # lindit.convert's default of fresh attention weights. Measured, PixArt-style students' PSNR to the teacher
+    # with 100 steps (`lindit demo`, docs/demo/report.md against the previous run with "none"): LiT 21.6 -> 25.6,
+    # LinFusion 23.9 -> 27.8, SANA 12.1 -> 12.5 dB, but EDiT 20.8 -> 19.3 dB (its queries pass through
+    # ConvFusion, so an inherited q projection does not reproduce the teacher's queries); with 40 steps
+    # (`--quick`) EDiT's MSE to the teacher is 0.022 fresh and 0.012 inherited.
     inherit: str = "qkvo"
 
     @classmethod
