@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 # The measurements behind docs/BENCHMARKS.md (about 20 minutes on 2 cores; run on a quiet machine).
-benchmarks: $(STAMP)  # the runs behind docs/BENCHMARKS.md (about two hours on 2 cores; run on a quiet machine)
+benchmarks: $(STAMP)  # the runs behind docs/BENCHMARKS.md (hours on 2 cores; run on a quiet machine)
 	$(VENV)/bin/lindit bench attention --max-seconds 200 --repeats 3 --out docs/bench/attention
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 1024 2048 4096 --non-square none --max-seconds 300 --repeats 3 --no-attention --out docs/bench/model
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 4096 --non-square none --max-seconds 3000 --repeats 1 --no-attention --out docs/bench/model-4096

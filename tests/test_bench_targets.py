@@ -66,8 +66,8 @@ def test_a_second_run_fills_the_skipped_size_and_ratios_never_mix_runs(tmp_path)
     text = report([_write(tmp_path / "a.json", first, "run a"), _write(tmp_path / "b.json", second, "run b")])
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     speed = [line for line in text.splitlines() if "pixart-sigma / edit at 4096 px, block0 | >= 6x" in line]
-    assert len(speed) == 1 and "7.50x (60 s / 8 s)" in speed[0]
-    flops = [line for line in text.splitlines() if "GFLOP/s" in line and "pixart-sigma / edit" in line]
+    assert len(speed) == 1 and "7.50x (60 s / 8 s); FLOPs 0.00x, GFLOP/s 0 / 75" in speed[0]
+    flops = [line for line in text.splitlines() if "of 100 GFLOP/s" in line and "pixart-sigma / edit" in line]
     assert len(flops) == 1 and "(40 GFLOP/s)" in flops[0]  # the first run's measured cell, 400 / 10
     assert "`run a` and `run b`" in text
     assert "not in these runs" in rows["sd35-medium / mm_edit at 1024 px"]

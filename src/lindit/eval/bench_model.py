@@ -251,11 +251,11 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
 FLOP_PREDICTION_EFFICIENCY = 0.5
 
 
-def _flop_prediction(timers: dict, s: ModelSettings) -> dict | None:
-    """Block type -> predicted seconds from its FLOPs, or None without a matmul rate."""
+def _flop_prediction(gflops: dict, s: ModelSettings) -> dict | None:
+    """Block type -> predicted seconds from its GFLOP, or None without a matmul rate."""
     if not s.matmul_gflops:
         return None
-    return {label: t.gflop() / (FLOP_PREDICTION_EFFICIENCY * s.matmul_gflops) for label, t in timers.items()}
+    return {label: g / (FLOP_PREDICTION_EFFICIENCY * s.matmul_gflops) for label, g in gflops.items()}
 
 
 def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhead) -> None:
@@ -264,7 +264,8 @@ def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhea
         if label not in stubs:
             stubs[label] = (one_block_model(full, index, s.device, s.dtype), one_block_model(full, index, None, None))
         timers[label] = _Timer(*stubs[label], inputs, s)
-    by_flops = _flop_prediction(timers, s) if predicted is None else None
+    gflops = {label: timer.gflop() for label, timer in timers.items()}  # on meta: free, counted once
+    by_flops = _flop_prediction(gflops, s) if predicted is None else None
     if by_flops and s.max_seconds is not None and sum(by_flops.values()) > s.max_seconds:
         cell.skipped = (f"predicted {sum(by_flops.values()):.0f} s per run (from FLOPs) > --max-seconds "
                         f"{s.max_seconds:g}")
@@ -273,7 +274,7 @@ def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhea
         # rough when only the total is known: block types cost about the same
         share = by_flops[label] if by_flops else (None if predicted is None else predicted / len(first))
         cell.block_s[label], cell.block_peak_mb[label] = timer.measure(share)
-        cell.block_gflop[label] = timer.gflop()
+        cell.block_gflop[label] = gflops[label]
         if overhead is None:
             overhead = timer.overhead(cell.block_s[label])
     cell.overhead_s = overhead
