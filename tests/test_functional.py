@@ -151,3 +151,24 @@ def test_bad_shapes_raise():
         linear_attention(torch.rand(3, 4, 5), torch.rand(3, 4, 5), torch.rand(3, 4, 5))
     with pytest.raises(ValueError, match="token count"):
         linear_attention(torch.rand(1, 1, 4, 2), torch.rand(1, 1, 5, 2), torch.rand(1, 1, 6, 2))
+
+
+def test_learned_eta_bias_shifts_the_token_count_eta_per_head_in_logit_space():
+    q_i, k_i, v_i, _, k_p, v_p = _joint_inputs()
+    q_i, k_i = torch.relu(q_i), torch.relu(k_i)
+    heads = q_i.shape[1]
+    a_lin = linear_attention(q_i, k_i, v_i).double()
+    a_sm = softmax_attention(q_i, k_p, v_p).double()
+    plain, _ = hybrid_attention(q_i, k_i, v_i, None, k_p, v_p)
+    zero, _ = hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta_logit_bias=torch.zeros(heads))
+    torch.testing.assert_close(zero, plain)  # zero bias: the paper's eta
+    bias = torch.linspace(-2.0, 3.0, heads, requires_grad=True)
+    out, _ = hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta_logit_bias=bias)
+    eta = torch.sigmoid(math.log(29 / 7) + bias.detach().double()).view(1, heads, 1, 1)  # N_I = 29, N_P = 7
+    torch.testing.assert_close(out.double(), eta * a_lin + (1 - eta) * a_sm, rtol=1e-5, atol=1e-6)
+    out.sum().backward()
+    assert bias.grad is not None and (bias.grad != 0).all()
+    with pytest.raises(ValueError, match=r"shape \(3,\) \(one per head\), got \(2,\)"):
+        hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta_logit_bias=torch.zeros(2))
+    with pytest.raises(ValueError, match="corrects eta='approx' only"):
+        hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta="exact", eta_logit_bias=torch.zeros(heads))

@@ -34,7 +34,7 @@ def joint_modules(context_pre_only=False):
     teacher = JointAttention(
         DIM, HEADS, mode="softmax", query="linear", key="linear", value="linear", context_pre_only=context_pre_only
     )
-    mods = [("softmax", teacher)]
+    mods = [("softmax", teacher), ("mm_edit eta=learned", REGISTRY["mm_edit"].build(spec, eta="learned"))]
     return mods + [(n, m.build(spec)) for n, m in REGISTRY.items() if m.kind == "joint"]
 
 
@@ -157,3 +157,17 @@ def test_invalid_configurations_name_the_problem():
         LinearAttention(DIM, 5)
     with pytest.raises(ValueError, match="mode"):
         JointAttention(DIM, HEADS, mode="quadratic")
+
+
+def test_learned_eta_starts_as_the_papers_eta_and_is_a_parameter():
+    paper = REGISTRY["mm_edit"].build(JOINT_SPEC)
+    learned = REGISTRY["mm_edit"].build(JOINT_SPEC, eta="learned")
+    learned.load_state_dict(paper.state_dict(), strict=False)
+    assert learned.eta_logit_bias.shape == (HEADS,) and paper.eta_logit_bias is None
+    x, c = _tokens(GRID[0] * GRID[1]), _tokens(7, seed=1)
+    torch.testing.assert_close(learned(x, GRID, c)[0], paper(x, GRID, c)[0])
+    with torch.no_grad():
+        learned.eta_logit_bias.fill_(2.0)
+    assert not torch.allclose(learned(x, GRID, c)[0], paper(x, GRID, c)[0])
+    with pytest.raises(ValueError, match="eta='learned' needs mode='hybrid'"):
+        JointAttention(DIM, HEADS, mode="linear", eta="learned")

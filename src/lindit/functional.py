@@ -145,6 +145,7 @@ def hybrid_attention(
     n_img: int | None = None,
     eps: float = 1e-6,
     reduce_state=None,
+    eta_logit_bias: torch.Tensor | None = None,
 ):
     """MM-EDiT hybrid joint attention, EDiT Eq. (7).
 
@@ -165,6 +166,8 @@ def hybrid_attention(
         or sum_j exp(scale q.k_j) (softmax), and S_P = sum_j' exp(scale q.k_P_j'); computed in log space.
         With ``image_attention="softmax"`` this is the exact decomposition of joint attention (Eq. 6).
       * a float in [0, 1]: a fixed mixing weight.
+    ``eta_logit_bias`` (H,), only with "approx": per-head eta = sigmoid(logit(N_I / (N_I + N_P)) + bias_h),
+    lindit's learnable correction of the token-count approximation (zero bias = the paper's eta).
     The softmax similarity uses ``scale`` (default 1/sqrt(d)); the linear similarity is unscaled.
     ``reduce_state`` combines the image-image linear state across token shards (see ``linear_attention``);
     under sequence parallelism prompt queries must see every image key, so shard callers pass
@@ -174,6 +177,8 @@ def hybrid_attention(
     if image_attention not in ("linear", "softmax"):
         raise ValueError(f"image_attention must be 'linear' or 'softmax', got {image_attention!r}")
     exact = _check_eta(eta)
+    if eta_logit_bias is not None and eta != "approx":
+        raise ValueError(f"eta_logit_bias corrects eta='approx' only, got eta={eta!r}")
     out_ip, lse_ip = _image_prompt_block(q_img, k_txt, v_txt, scale, need_lse=exact)
     if image_attention == "linear" and not exact:
         out_ii, log_s_ii = linear_attention(q_img, k_img, v_img, eps, reduce_state).float(), None
@@ -186,6 +191,8 @@ def hybrid_attention(
         w = torch.sigmoid(log_s_ii - lse_ip)  # (B, H, N_I, 1): S_I / (S_I + S_P), stable for any magnitude
     elif isinstance(eta, str):
         w = approx_eta(q_img.shape[-2] if n_img is None else n_img, k_txt.shape[-2])
+        if eta_logit_bias is not None:
+            w = _biased_eta(w, eta_logit_bias, q_img.shape[1])  # (1, H, 1, 1)
     else:
         w = float(eta)
     out_img = (w * out_ii + (1 - w) * out_ip.float()).to(q_img.dtype)  # (B, H, N_I, dv)
@@ -195,6 +202,13 @@ def hybrid_attention(
         v_all = torch.cat([v_img.to(v_txt.dtype), v_txt], dim=-2)
         out_txt = softmax_attention(q_txt, k_all, v_all, scale=scale)  # (B, H, N_P, dv)
     return out_img, out_txt
+
+
+def _biased_eta(eta: float, bias: torch.Tensor, heads: int) -> torch.Tensor:
+    """sigmoid(logit(eta) + bias_h) as (1, H, 1, 1) float32."""
+    if bias.shape != (heads,):
+        raise ValueError(f"eta_logit_bias must have shape ({heads},) (one per head), got {tuple(bias.shape)}")
+    return torch.sigmoid(math.log(eta / (1 - eta)) + bias.float()).view(1, heads, 1, 1)
 
 
 def _check_eta(eta) -> bool:

@@ -81,9 +81,11 @@ def quality(images: torch.Tensor, evals: EvalSet, teacher_images: torch.Tensor |
 
 
 def forward_inputs(teacher: str, model: nn.Module, size: int) -> dict:
-    """One-image transformer inputs at ``size`` px with a real prompt (or class)."""
+    """One-image transformer inputs at ``size`` px (latents of size / 4 px with the world's autoencoder)
+    with a real prompt (or class)."""
     s = settings_of(teacher)
-    x = torch.randn(1, s.config["in_channels"], size, size, generator=torch.Generator().manual_seed(0))
+    side = size * s.latent_size // s.size  # (B, C, side, side)
+    x = torch.randn(1, s.config["in_channels"], side, side, generator=torch.Generator().manual_seed(0))
     kwargs = {"hidden_states": x, "timestep": torch.tensor([500]), "return_dict": False}
     if s.conditioning == "labels":
         return {**kwargs, "class_labels": torch.tensor([0])}

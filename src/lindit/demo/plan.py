@@ -38,13 +38,13 @@ class DemoSettings:
 
     families: tuple[str, ...] = ("pixart", "mmdit", "dit")
     quick: bool = False
-    # Sized for the 15 minutes on 2 CPU cores. Measured with n_eval 1000: 927 s in all, of which
-    # 562 s distillation (0.45-0.75 s/step at batch 32) and ~28 s per model to sample and score 1,000 images;
-    # 800 images per model brings it under 15 minutes (docs/demo/report.md has the latest run's time).
-    steps: int = 100  # optimisation steps per student (half attention-only, half everything)
-    batch_size: int = 32
+    # Sized for the 15 minutes on 2 CPU cores with the latent-space teachers (about 1M parameters
+    # each): a distillation step at batch 16 takes about 1.0 s on one thread (`mm_edit`, measured), sampling
+    # and scoring 400 images about 15 s per model. docs/demo/report.md has the latest run's time.
+    steps: int = 80  # optimisation steps per student (half attention-only, half everything)
+    batch_size: int = 16
     lr: float = 1e-3
-    n_eval: int = 800  # images per model for FID, adherence and agreement
+    n_eval: int = 400  # images per model for FID, adherence and agreement
     sample_steps: int = 10
     guidance: float | None = None  # default: each teacher's recorded sampling guidance
     seed: int = 0
@@ -105,7 +105,7 @@ def run_config(family: str, method: str, settings: DemoSettings) -> dict:
         "seed": settings.seed,
         "model": {"teacher": {"builtin": plan.teacher}, "method": method,
                   "convert": {**_inherit(settings.inherit, method), **plan.convert.get(method, {})},
-                  "vae": "none",
+                  "vae": "builtin" if teacher.autoencoder else "none",
                   "conditioning": "labels" if labels else "builtin", "scheduler": spec},
         "data": {"source": {"world": world}, "batch_size": settings.batch_size,
                  "caption_dropout": teacher.caption_dropout, "aspect_ratios": [1.0], "num_workers": 0},

@@ -123,9 +123,11 @@ def _batches(images: list[torch.Tensor], batch_size: int):
 # ---------------------------------------------------------------- generation
 def is_world_pipeline(pipe) -> bool:
     """Whether ``pipe`` makes shapes-world images (a built-in teacher or a student on its components)."""
+    from ..world.autoencoder import WorldAutoencoder
     from ..world.teachers import PixelVAE
 
-    return getattr(pipe, "lindit_builtin", None) is not None or isinstance(getattr(pipe, "vae", None), PixelVAE)
+    world_vae = isinstance(getattr(pipe, "vae", None), (PixelVAE, WorldAutoencoder))
+    return getattr(pipe, "lindit_builtin", None) is not None or world_vae
 
 
 def is_class_conditional(pipe) -> bool:

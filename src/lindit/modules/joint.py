@@ -70,7 +70,13 @@ class JointAttention(nn.Module):
         _check_heads(inner_dim, heads)
         if mode == "softmax" and (query, key, value) != ("linear",) * 3:
             raise ValueError("softmax joint attention uses linear token maps (query=key=value='linear')")
-        self.mode, self.heads, self.eta, self.eps = mode, heads, eta, eps
+        if eta == "learned" and mode != "hybrid":
+            raise ValueError(f"eta='learned' needs mode='hybrid', got mode={mode!r}")
+        self.mode, self.heads, self.eps = mode, heads, eps
+        self.eta = "approx" if eta == "learned" else eta
+        # eta="learned": the paper's token-count eta with a per-head logit offset learnt in distillation
+        # (zero at conversion, so the converted model is the paper's MM-EDiT until it trains).
+        self.eta_logit_bias = nn.Parameter(torch.zeros(heads)) if eta == "learned" else None
         self.context_pre_only = context_pre_only
         self.to_q = build_token_map(query, dim, inner_dim, bias, options)
         self.to_k = build_token_map(key, dim, inner_dim, bias, options)
@@ -129,7 +135,8 @@ class JointAttention(nn.Module):
     def _hybrid(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
         q_i, k_i = self.phi(q_i), self.phi(k_i)
         out_i, _ = hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta=self.eta, eps=self.eps,
-                                    n_img=global_count(q_i.shape[-2], grid), reduce_state=state_reducer(k_grid))
+                                    n_img=global_count(q_i.shape[-2], grid), reduce_state=state_reducer(k_grid),
+                                    eta_logit_bias=self.eta_logit_bias)
         if q_p is None:
             return out_i, None
         return out_i, softmax_attention(q_p, *self._all_keys(k_i, v_i, k_p, v_p, k_grid))  # prompt rows of Eq. 7

@@ -94,7 +94,8 @@ class ModelConfig:
     convert: dict[str, Any] = field(default_factory=dict)  # lindit.convert options (layers, inherit, heads, ...)
     objective: Literal["auto", "epsilon", "v_prediction", "flow"] = "auto"  # auto: the base model's
     scheduler: dict[str, Any] = field(default_factory=dict)  # noise-scheduler config overrides (e.g. shift)
-    vae: Literal["pipeline", "none"] = "pipeline"  # none: images are the latents (pixel-space tiny models)
+    # pipeline: the base pipeline's VAE; builtin: the shapes world's autoencoder; none: images are the latents
+    vae: Literal["pipeline", "builtin", "none"] = "pipeline"
     conditioning: Literal["auto", "pipeline", "builtin", "labels"] = "auto"  # auto: labels for DiT, else pipeline
     max_sequence_length: int | None = None  # text tokens; default: the pipeline's (PixArt 300, SD3 256)
 

@@ -142,6 +142,16 @@ def load_pipeline(base: str, family: str, dtype: torch.dtype):
     return cls.from_pretrained(base, transformer=None, dtype=dtype)
 
 
+def _images(vae: str, pipe, device: torch.device):
+    if vae == "pipeline":
+        return VAEImages(pipe.vae, device)
+    if vae == "builtin":
+        from ..world.autoencoder import load_world_autoencoder
+
+        return VAEImages(load_world_autoencoder(), device)
+    return PixelImages()
+
+
 def build_encoders(model_cfg, family: str, num_classes: int | None, device: torch.device,
                    dtype: torch.dtype) -> Encoders:  # fmt: skip
     """Encoders for a run: pipeline VAE/text encoders from ``model.base``, or pixels / built-in / labels."""
@@ -153,7 +163,7 @@ def build_encoders(model_cfg, family: str, num_classes: int | None, device: torc
     pipe = load_pipeline(model_cfg.base, family, dtype) if needs_pipe else None
     if pipe is not None and pipe.vae is not None and pipe.vae.dtype != torch.float32:
         pipe.vae.to(torch.float32)  # the SDXL VAE overflows in fp16; it runs once per image anyway
-    images = VAEImages(pipe.vae, device) if model_cfg.vae == "pipeline" else PixelImages()
+    images = _images(model_cfg.vae, pipe, device)
     if kind == "labels":
         return Encoders(images, LabelPrompts(device), null_prompt=num_classes)
     if kind == "builtin":

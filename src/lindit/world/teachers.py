@@ -4,8 +4,9 @@
     pipe = builtin_pipeline("pixart")                 # the stock PixArtSigmaPipeline around it
     lindit generate --model builtin:pixart --prompt "a red circle at the top left" --out x.png
 
-Each teacher works on pixels (32x32, 3 channels): its pipeline's VAE is ``PixelVAE``, the identity, so the
-stock pipelines run unchanged. Prompts go through the world's tiny text encoder (``lindit.world.text``),
+Each teacher works in the latent space of the world's autoencoder (``lindit.world.autoencoder``: 32x32
+pixels <-> 8x8x4 latents, patch size 1, so 64 tokens per image), which is its pipeline's VAE, so the stock
+pipelines run unchanged. (``PixelVAE``, the identity, serves teachers with ``autoencoder=False``.) Prompts go through the world's tiny text encoder (``lindit.world.text``),
 supplied to the pipeline as embeddings by ``pipe.lindit_encode_prompts``. The settings that trained each
 teacher sit next to its weights (``teachers/NAME/train_settings.json``); ``lindit train-teacher NAME``
 remakes it.
@@ -37,7 +38,8 @@ class TeacherSettings:
     scheduler: dict  # the sampling scheduler's class and config (also the training noise schedule)
     objective: str  # ddpm (learned sigma: + iDDPM's L_vlb on the variance channels) | flow
     conditioning: str  # builtin (the world's text encoder) | labels (class-conditional)
-    size: int = 32
+    size: int = 32  # image size in px; the transformer sees size / 4 latents when ``autoencoder``
+    autoencoder: bool = True  # the world's shipped autoencoder (else pixels through PixelVAE)
     max_objects: int = 2
     steps: int = 5000
     batch_size: int = 64
@@ -52,7 +54,16 @@ class TeacherSettings:
     seed: int = 0
     sample_steps: int = 20
     guidance: float = 3.0
+    # Shipped in float16 (as PixArt-Sigma and SD3.5 are) to stay under 5 MB; loaded as float32. The weights'
+    # rounding moves the MM-DiT teacher's samples by far less than a sampling step (see its adherence test).
+    weights_dtype: str = "float16"
     extra: dict = field(default_factory=dict)
+
+    @property
+    def latent_size(self) -> int:
+        from .autoencoder import FACTOR
+
+        return self.size // FACTOR if self.autoencoder else self.size
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -68,17 +79,18 @@ BUILTIN_TEACHERS: dict[str, TeacherSettings] = {
     # PixArt-Sigma in miniature: self-attention, cross-attention to the prompt, adaLN-single, learned sigma.
     "pixart": TeacherSettings(
         family="pixart", model_class="PixArtTransformer2DModel",
-        config=dict(num_attention_heads=2, attention_head_dim=32, in_channels=3, out_channels=6, num_layers=4,
-                    cross_attention_dim=64, caption_channels=64, sample_size=32, patch_size=4,
+        config=dict(num_attention_heads=3, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=6,
+                    cross_attention_dim=96, caption_channels=64, sample_size=8, patch_size=1,
                     use_additional_conditions=False, norm_type="ada_norm_single", interpolation_scale=1),
         scheduler={"class": "DPMSolverMultistepScheduler", **_DDPM},
         objective="ddpm", conditioning="builtin"),
     # SD3.5-Medium in miniature: joint attention, one dual-attention block, RMS qk-norm, rectified flow.
+    # pos_embed_max_size 64 lets it (and its students) run up to 256 px for the latency plot.
     "mmdit": TeacherSettings(
         family="sd3", model_class="SD3Transformer2DModel",
-        config=dict(sample_size=32, patch_size=4, in_channels=3, out_channels=3, num_layers=4,
-                    attention_head_dim=32, num_attention_heads=2, joint_attention_dim=64,
-                    caption_projection_dim=64, pooled_projection_dim=64, pos_embed_max_size=64,
+        config=dict(sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=4,
+                    attention_head_dim=32, num_attention_heads=3, joint_attention_dim=64,
+                    caption_projection_dim=96, pooled_projection_dim=64, pos_embed_max_size=64,
                     dual_attention_layers=[0], qk_norm="rms_norm"),
         scheduler={"class": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0},
         objective="flow", conditioning="builtin"),
@@ -86,10 +98,10 @@ BUILTIN_TEACHERS: dict[str, TeacherSettings] = {
     # the table has DiT's 1000 because DiTPipeline hard-codes 1000 as the null (guidance) class.
     "dit": TeacherSettings(
         family="dit", model_class="DiTTransformer2DModel",
-        config=dict(num_attention_heads=4, attention_head_dim=16, in_channels=3, out_channels=6, num_layers=4,
-                    sample_size=32, patch_size=4, num_embeds_ada_norm=1000),
+        config=dict(num_attention_heads=4, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=6,
+                    sample_size=8, patch_size=1, num_embeds_ada_norm=1000),
         scheduler={"class": "DPMSolverMultistepScheduler", **_DDPM},
-        objective="ddpm", conditioning="labels", max_objects=1),
+        objective="ddpm", conditioning="labels", max_objects=1, steps=4000),
 }
 
 
@@ -123,7 +135,7 @@ def load_builtin_teacher(name: str, path: str | Path | None = None) -> nn.Module
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"built-in teacher {name!r} has no weights at {folder}; make them with "
                                 f"`lindit train-teacher {name}`")
-    model = model_class(settings).from_pretrained(str(folder), local_files_only=True)
+    model = model_class(settings).from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32)
     return model.eval()
 
 
@@ -188,11 +200,20 @@ def scheduler_of(settings: TeacherSettings):
     return getattr(diffusers, spec.pop("class"))(**spec)
 
 
+def world_vae(settings: TeacherSettings) -> nn.Module:
+    """The autoencoder a built-in teacher works in: the world's shipped one, or ``PixelVAE`` for pixels."""
+    if not settings.autoencoder:
+        return PixelVAE()
+    from .autoencoder import load_world_autoencoder
+
+    return load_world_autoencoder()
+
+
 def builtin_pipeline(name: str, transformer: nn.Module | None = None, device: str | torch.device = "cpu",
                      dtype: torch.dtype | None = None):
     """The stock diffusers pipeline of built-in teacher ``name`` (or of ``transformer``, e.g. its student):
-    PixArtSigmaPipeline, StableDiffusion3Pipeline or DiTPipeline, with ``PixelVAE`` and the teacher's
-    scheduler. Text pipelines carry ``lindit_encode_prompts`` (see ``BuiltinPromptEncoder``)."""
+    PixArtSigmaPipeline, StableDiffusion3Pipeline or DiTPipeline, with the world's autoencoder and the
+    teacher's scheduler. Text pipelines carry ``lindit_encode_prompts`` (see ``BuiltinPromptEncoder``)."""
     import diffusers
 
     settings = settings_of(name)
@@ -200,7 +221,7 @@ def builtin_pipeline(name: str, transformer: nn.Module | None = None, device: st
     if dtype is not None and dtype != transformer.dtype:
         transformer = transformer.to(dtype=dtype)
     transformer = transformer.to(device)
-    parts = dict(transformer=transformer.eval(), vae=PixelVAE().to(device), scheduler=scheduler_of(settings))
+    parts = dict(transformer=transformer.eval(), vae=world_vae(settings).to(device), scheduler=scheduler_of(settings))
     if settings.family == "pixart":
         pipe = diffusers.PixArtSigmaPipeline(tokenizer=None, text_encoder=None, **parts)
     elif settings.family == "sd3":

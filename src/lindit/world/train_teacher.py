@@ -1,5 +1,7 @@
 """``lindit train-teacher``: train a built-in tiny teacher from scratch on the shapes world.
 
+    lindit train-teacher autoencoder                   # remakes the world's autoencoder (train it first:
+                                                       # the teachers work in its latent space)
     lindit train-teacher pixart                        # remakes src/lindit/world/assets/teachers/pixart
     lindit train-teacher dit --steps 200 --out /tmp/dit  # a quick one elsewhere
 
@@ -42,6 +44,20 @@ def world_data(settings: TeacherSettings, n: int | None = None) -> tuple[torch.T
         items = [data[i][:2] for i in tqdm(range(n), desc="rendering the shapes world", leave=False)]
     images, conds = zip(*items)
     return torch.stack(images), list(conds)
+
+
+@torch.no_grad()
+def world_latents(settings: TeacherSettings, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior (mean, std) of each image's scaled latents (N, 4, S/4, S/4), as the trainer's VAEImages; for
+    a pixel-space teacher the images themselves with std 0."""
+    if not settings.autoencoder:
+        return images, torch.zeros_like(images)
+    from .teachers import world_vae
+
+    vae = world_vae(settings)
+    dists = [vae.encode(x).latent_dist for x in images.split(512)]
+    scale = vae.config.scaling_factor
+    return torch.cat([d.mean for d in dists]) * scale, torch.cat([d.std for d in dists]) * scale
 
 
 class Conditioner:
@@ -115,6 +131,7 @@ def train_teacher(name: str, out: str | Path | None = None, steps: int | None = 
 
         disable_label_dropout(model)  # labels are dropped here, seeded, to the null class
     images, conds = world_data(settings)
+    means, stds = world_latents(settings, images)  # (N, C, h, w) each
     conditioner, objective = Conditioner(settings), objective_of(settings)
     ema = EMAModel(model.parameters(), decay=settings.ema_decay, use_ema_warmup=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
@@ -125,7 +142,8 @@ def train_teacher(name: str, out: str | Path | None = None, steps: int | None = 
     for step in bar:
         idx = torch.randint(len(images), (settings.batch_size,), generator=generator)
         cond = conditioner([conds[i] for i in idx.tolist()], generator)
-        terms = teacher_loss(model, objective, settings, images[idx], cond, generator)
+        x0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=generator)  # (B, C, h, w)
+        terms = teacher_loss(model, objective, settings, x0, cond, generator)
         loss = terms["task"] + settings.vlb_weight * terms.get("vlb", 0.0)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"train-teacher {name}: loss became {loss.item()} at step {step}")
@@ -143,7 +161,7 @@ def train_teacher(name: str, out: str | Path | None = None, steps: int | None = 
               "train_seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
               "parameters": sum(p.numel() for p in model.parameters())}
     with atomic_dir(out, overwrite=overwrite or out == teacher_dir(name)) as tmp:
-        model.eval().save_pretrained(tmp, safe_serialization=True)
+        model.eval().to(getattr(torch, settings.weights_dtype)).save_pretrained(tmp, safe_serialization=True)
         write_json(Path(tmp) / SETTINGS_NAME, record)
     size = (out / "diffusion_pytorch_model.safetensors").stat().st_size
     print(f"wrote {out} ({record['parameters']:,} parameters, {size / 2**20:.2f} MB, "
@@ -154,7 +172,8 @@ def train_teacher(name: str, out: str | Path | None = None, steps: int | None = 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train-teacher", help="train a built-in tiny teacher on the shapes world",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("name", choices=sorted(BUILTIN_TEACHERS))
+    p.add_argument("name", choices=[*sorted(BUILTIN_TEACHERS), "autoencoder"],
+                   help="a teacher, or the world's autoencoder the teachers work in")
     p.add_argument("--steps", type=int, help="optimisation steps (default: the teacher's recorded settings)")
     p.add_argument("--out", type=Path, help="output folder (default: the package's shipped teacher)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -163,7 +182,12 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     command = "lindit " + " ".join(shlex.quote(a) for a in args.argv)
-    train_teacher(args.name, args.out, args.steps, args.overwrite, command)
+    if args.name == "autoencoder":
+        from .autoencoder import train_autoencoder
+
+        train_autoencoder(args.out, args.steps, args.overwrite, command)
+    else:
+        train_teacher(args.name, args.out, args.steps, args.overwrite, command)
     return 0
 
 
