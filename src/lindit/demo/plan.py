@@ -39,8 +39,7 @@ class DemoSettings:
     families: tuple[str, ...] = ("pixart", "mmdit", "dit")
     quick: bool = False
     # Sized for the 15 minutes on 2 CPU cores with the latent-space teachers (about 1M parameters
-    # each): a distillation step at batch 16 takes about 1.0 s on one thread (`mm_edit`, measured), sampling
-    # and scoring 400 images about 15 s per model. docs/demo/report.md has the latest run's time.
+    # each): this budget ran in 748 s (docs/demo/report.md has the latest run's time).
     steps: int = 80  # optimisation steps per student (half attention-only, half everything)
     batch_size: int = 16
     lr: float = 1e-3
@@ -105,7 +104,7 @@ def run_config(family: str, method: str, settings: DemoSettings) -> dict:
         "seed": settings.seed,
         "model": {"teacher": {"builtin": plan.teacher}, "method": method,
                   "convert": {**_inherit(settings.inherit, method), **plan.convert.get(method, {})},
-                  "vae": "builtin" if teacher.autoencoder else "none",
+                  "vae": "builtin",
                   "conditioning": "labels" if labels else "builtin", "scheduler": spec},
         "data": {"source": {"world": world}, "batch_size": settings.batch_size,
                  "caption_dropout": teacher.caption_dropout, "aspect_ratios": [1.0], "num_workers": 0},

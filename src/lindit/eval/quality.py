@@ -124,9 +124,8 @@ def _batches(images: list[torch.Tensor], batch_size: int):
 def is_world_pipeline(pipe) -> bool:
     """Whether ``pipe`` makes shapes-world images (a built-in teacher or a student on its components)."""
     from ..world.autoencoder import WorldAutoencoder
-    from ..world.teachers import PixelVAE
 
-    world_vae = isinstance(getattr(pipe, "vae", None), (PixelVAE, WorldAutoencoder))
+    world_vae = isinstance(getattr(pipe, "vae", None), WorldAutoencoder)
     return getattr(pipe, "lindit_builtin", None) is not None or world_vae
 
 

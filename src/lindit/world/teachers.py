@@ -6,8 +6,7 @@
 
 Each teacher works in the latent space of the world's autoencoder (``lindit.world.autoencoder``: 32x32
 pixels <-> 8x8x4 latents, patch size 1, so 64 tokens per image), which is its pipeline's VAE, so the stock
-pipelines run unchanged. (``PixelVAE``, the identity, serves teachers with ``autoencoder=False``.) Prompts go through the world's tiny text encoder (``lindit.world.text``),
-supplied to the pipeline as embeddings by ``pipe.lindit_encode_prompts``. The settings that trained each
+pipelines run unchanged. Prompts go through the world's tiny text encoder (``lindit.world.text``), supplied to the pipeline as embeddings by ``pipe.lindit_encode_prompts``. The settings that trained each
 teacher sit next to its weights (``teachers/NAME/train_settings.json``); ``lindit train-teacher NAME``
 remakes it.
 """
@@ -19,10 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
-from diffusers.models.autoencoders.vae import DecoderOutput
 from torch import nn
+
+from .autoencoder import FACTOR, load_world_autoencoder
 
 ASSETS = Path(__file__).parent / "assets" / "teachers"
 SETTINGS_NAME = "train_settings.json"
@@ -38,8 +36,7 @@ class TeacherSettings:
     scheduler: dict  # the sampling scheduler's class and config (also the training noise schedule)
     objective: str  # ddpm (learned sigma: + iDDPM's L_vlb on the variance channels) | flow
     conditioning: str  # builtin (the world's text encoder) | labels (class-conditional)
-    size: int = 32  # image size in px; the transformer sees size / 4 latents when ``autoencoder``
-    autoencoder: bool = True  # the world's shipped autoencoder (else pixels through PixelVAE)
+    size: int = 32  # image size in px; the transformer sees size / 4 latents of the world's autoencoder
     max_objects: int = 2
     steps: int = 5000
     batch_size: int = 64
@@ -54,16 +51,14 @@ class TeacherSettings:
     seed: int = 0
     sample_steps: int = 20
     guidance: float = 3.0
-    # Shipped in float16 (as PixArt-Sigma and SD3.5 are) to stay under 5 MB; loaded as float32. The weights'
-    # rounding moves the MM-DiT teacher's samples by far less than a sampling step (see its adherence test).
+    # Shipped in float16 (as PixArt-Sigma and SD3.5 are) to stay under 5 MB; loaded as float32. The shipped
+    # float16 teachers are what the adherence test and the demo measure.
     weights_dtype: str = "float16"
     extra: dict = field(default_factory=dict)
 
     @property
     def latent_size(self) -> int:
-        from .autoencoder import FACTOR
-
-        return self.size // FACTOR if self.autoencoder else self.size
+        return self.size // FACTOR
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -139,32 +134,6 @@ def load_builtin_teacher(name: str, path: str | Path | None = None) -> nn.Module
     return model.eval()
 
 
-class PixelVAE(ModelMixin, ConfigMixin):
-    """The identity 'autoencoder' of the pixel-space world: latents are the images in [-1, 1].
-
-    It has the config fields and methods the stock pipelines read (``block_out_channels`` gives a VAE
-    factor of 1, ``scaling_factor`` 1, ``shift_factor`` 0), so PixArt, SD3 and DiT pipelines run unchanged.
-    """
-
-    @register_to_config
-    def __init__(self, latent_channels: int = 3, block_out_channels: tuple = (3,), scaling_factor: float = 1.0,
-                 shift_factor: float = 0.0):
-        super().__init__()
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # gives the model a device and dtype
-
-    def encode(self, x: torch.Tensor, return_dict: bool = True):
-        return x
-
-    def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None):
-        return DecoderOutput(sample=z) if return_dict else (z,)
-
-    def enable_tiling(self, *args, **kwargs) -> None:  # nothing to tile: decoding is the identity
-        return None
-
-    def enable_slicing(self) -> None:
-        return None
-
-
 class BuiltinPromptEncoder:
     """Prompts -> the embedding keyword arguments of a PixArtSigmaPipeline or StableDiffusion3Pipeline call,
     through the world's text encoder (the pipelines have no text encoder of their own)."""
@@ -200,15 +169,6 @@ def scheduler_of(settings: TeacherSettings):
     return getattr(diffusers, spec.pop("class"))(**spec)
 
 
-def world_vae(settings: TeacherSettings) -> nn.Module:
-    """The autoencoder a built-in teacher works in: the world's shipped one, or ``PixelVAE`` for pixels."""
-    if not settings.autoencoder:
-        return PixelVAE()
-    from .autoencoder import load_world_autoencoder
-
-    return load_world_autoencoder()
-
-
 def builtin_pipeline(name: str, transformer: nn.Module | None = None, device: str | torch.device = "cpu",
                      dtype: torch.dtype | None = None):
     """The stock diffusers pipeline of built-in teacher ``name`` (or of ``transformer``, e.g. its student):
@@ -221,7 +181,8 @@ def builtin_pipeline(name: str, transformer: nn.Module | None = None, device: st
     if dtype is not None and dtype != transformer.dtype:
         transformer = transformer.to(dtype=dtype)
     transformer = transformer.to(device)
-    parts = dict(transformer=transformer.eval(), vae=world_vae(settings).to(device), scheduler=scheduler_of(settings))
+    parts = dict(transformer=transformer.eval(), vae=load_world_autoencoder().to(device),
+                 scheduler=scheduler_of(settings))
     if settings.family == "pixart":
         pipe = diffusers.PixArtSigmaPipeline(tokenizer=None, text_encoder=None, **parts)
     elif settings.family == "sd3":

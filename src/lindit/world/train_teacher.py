@@ -47,17 +47,14 @@ def world_data(settings: TeacherSettings, n: int | None = None) -> tuple[torch.T
 
 
 @torch.no_grad()
-def world_latents(settings: TeacherSettings, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior (mean, std) of each image's scaled latents (N, 4, S/4, S/4), as the trainer's VAEImages; for
-    a pixel-space teacher the images themselves with std 0."""
-    if not settings.autoencoder:
-        return images, torch.zeros_like(images)
-    from .teachers import world_vae
+def world_latents(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior (mean, std) of each image's scaled latents (N, 4, S/4, S/4), encoded as the trainer does."""
+    from ..training.encoders import VAEImages
+    from .autoencoder import load_world_autoencoder
 
-    vae = world_vae(settings)
-    dists = [vae.encode(x).latent_dist for x in images.split(512)]
-    scale = vae.config.scaling_factor
-    return torch.cat([d.mean for d in dists]) * scale, torch.cat([d.std for d in dists]) * scale
+    encode = VAEImages(load_world_autoencoder(), torch.device("cpu"))
+    parts = [encode(x) for x in images.split(512)]
+    return torch.cat([p["mean"] for p in parts]), torch.cat([p["std"] for p in parts])
 
 
 class Conditioner:
@@ -131,7 +128,7 @@ def train_teacher(name: str, out: str | Path | None = None, steps: int | None = 
 
         disable_label_dropout(model)  # labels are dropped here, seeded, to the null class
     images, conds = world_data(settings)
-    means, stds = world_latents(settings, images)  # (N, C, h, w) each
+    means, stds = world_latents(images)  # (N, C, h, w) each
     conditioner, objective = Conditioner(settings), objective_of(settings)
     ema = EMAModel(model.parameters(), decay=settings.ema_decay, use_ema_warmup=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
