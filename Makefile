@@ -25,12 +25,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# The measurements behind docs/BENCHMARKS.md (about 20 minutes on 2 cores; run on a quiet machine).
-benchmarks: $(STAMP)  # the runs behind docs/BENCHMARKS.md (hours on 2 cores; run on a quiet machine)
+# The measurements behind docs/BENCHMARKS.md (hours on 2 cores: the 4096 px teacher blocks take minutes each; run on a quiet machine).
+benchmarks: $(STAMP)
 	$(VENV)/bin/lindit bench attention --max-seconds 200 --repeats 3 --out docs/bench/attention
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 1024 2048 4096 --non-square none --max-seconds 300 --repeats 3 --no-attention --out docs/bench/model
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 4096 --non-square none --max-seconds 3000 --repeats 1 --no-attention --out docs/bench/model-4096
 	$(VENV)/bin/lindit bench model --presets pixart-sigma --methods edit --resolutions 8192 --non-square none --repeats 1 --no-attention --out docs/bench/model-8192
+	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 1024 2048 --non-square none --repeats 3 --no-attention --out docs/bench/model-quiet
+	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit edit:cf_reduction=8 mm_edit mm_edit:cf_reduction=8 --resolutions 1024 --non-square none --repeats 9 --no-attention --out docs/bench/model-1024
 	$(VENV)/bin/lindit bench parallel --preset pixart-sigma --method edit --size 2048x2048 --processes 1 2 --out docs/bench/parallel
 	$(VENV)/bin/lindit bench targets docs/bench/model/bench.json docs/bench/model-4096/bench.json --memory docs/bench/model-8192/bench.json
 

@@ -189,3 +189,20 @@ def test_sd3_students_run_beyond_the_positional_table(teachers):
     assert out.shape == (2, 4, 80, 16) and torch.isfinite(out).all()
     inside = inputs("sd3", 24, 40)  # grids that fit keep the teacher's crop exactly
     assert torch.equal(student.pos_embed(inside["hidden_states"]), teacher.pos_embed(inside["hidden_states"]))
+
+
+@pytest.mark.parametrize("method, fam, attr", [("edit", "pixart", "attn1"), ("linfusion", "pixart", "attn1"),
+                                               ("mm_edit", "sd3", "attn")])
+def test_inherited_queries_through_residual_maps_start_as_the_teachers(teachers, method, fam, attr):
+    """ConvFusion and LinFusion maps add a branch to X before the inherited projection: inheriting q zeroes
+    the branch, so the converted queries are the teacher's; without inherit the branch stays random."""
+    teacher = teachers[fam]
+    t_q = getattr(teacher.transformer_blocks[0], attr).to_q
+    student = lindit.convert(teacher, method, inherit="q")
+    s_q = getattr(student.transformer_blocks[0], attr).inner.to_q
+    x = torch.randn(2, 5 * 7, t_q.in_features)
+    torch.testing.assert_close(s_q(x, (5, 7))[0], t_q(x), rtol=1e-5, atol=1e-6)
+    fresh = getattr(lindit.convert(teacher, method).transformer_blocks[0], attr).inner.to_q
+    with torch.no_grad():
+        fresh.proj.load_state_dict(t_q.state_dict())
+    assert not torch.allclose(fresh(x, (5, 7))[0], t_q(x), atol=1e-4)

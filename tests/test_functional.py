@@ -172,3 +172,23 @@ def test_learned_eta_bias_shifts_the_token_count_eta_per_head_in_logit_space():
         hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta_logit_bias=torch.zeros(2))
     with pytest.raises(ValueError, match="corrects eta='approx' only"):
         hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta="exact", eta_logit_bias=torch.zeros(heads))
+
+
+def test_hybrid_softmax_term_can_take_its_own_image_queries():
+    """q_img_softmax: the image-prompt softmax uses the given queries, the linear term keeps phi(Q_I)."""
+    q_i, k_i, v_i, q_p, k_p, v_p = _joint_inputs()
+    fq, fk = torch.relu(q_i), torch.relu(k_i)
+    a_lin = linear_attention(fq, fk, v_i).double()
+    a_sm = softmax_attention(q_i, k_p, v_p).double()  # raw queries: negative components count
+    eta = 29 / (29 + 7)
+    out, _ = hybrid_attention(fq, fk, v_i, None, k_p, v_p, q_img_softmax=q_i)
+    torch.testing.assert_close(out.double(), eta * a_lin + (1 - eta) * a_sm, rtol=1e-5, atol=1e-6)
+    paper, _ = hybrid_attention(fq, fk, v_i, None, k_p, v_p)
+    assert not torch.allclose(out, paper, atol=1e-3)
+    exact, _ = hybrid_attention(fq, fk, v_i, None, k_p, v_p, eta="exact", q_img_softmax=q_i)
+    s_lin = (fq.double() @ fk.double().transpose(-2, -1)).sum(-1, keepdim=True)
+    s_exp = torch.exp(q_i.double() @ k_p.double().transpose(-2, -1) / math.sqrt(8)).sum(-1, keepdim=True)
+    w = s_lin / (s_lin + s_exp)
+    torch.testing.assert_close(exact.double(), w * a_lin + (1 - w) * a_sm, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"q_img_softmax must have q_img's shape \(2, 3, 29, 8\), got \(2, 3, 28, 8\)"):
+        hybrid_attention(fq, fk, v_i, None, k_p, v_p, q_img_softmax=q_i[:, :, :28])

@@ -171,3 +171,28 @@ def test_learned_eta_starts_as_the_papers_eta_and_is_a_parameter():
     assert not torch.allclose(learned(x, GRID, c)[0], paper(x, GRID, c)[0])
     with pytest.raises(ValueError, match="eta='learned' needs mode='hybrid'"):
         JointAttention(DIM, HEADS, mode="linear", eta="learned")
+
+
+def test_softmax_qk_raw_feeds_pre_relu_queries_and_keys_to_the_softmax_pairs():
+    """softmax_qk='raw': with eta = 0 the image rows are softmax(Q_I, K_P) on the queries before phi; the
+    prompt rows see the image keys before phi. 'phi' (EDiT Eq. 7 as written) uses the ReLU'd ones."""
+    raw = JointAttention(DIM, HEADS, mode="hybrid", query="linear", key="linear", value="linear", eta=0.0,
+                         softmax_qk="raw")
+    paper = JointAttention(DIM, HEADS, mode="hybrid", query="linear", key="linear", value="linear", eta=0.0)
+    paper.load_state_dict(raw.state_dict())
+    teacher = JointAttention(DIM, HEADS, mode="softmax", query="linear", key="linear", value="linear")
+    teacher.load_state_dict(raw.state_dict())
+    x, c = _tokens(GRID[0] * GRID[1]), _tokens(7, seed=1)
+    q_i, _, _, _ = raw._image_qkv(x, GRID)
+    _, k_p, v_p = raw._prompt_qkv(c)
+    from lindit.functional import softmax_attention
+    from lindit.modules.grid import merge_heads
+
+    expected = raw.to_out(merge_heads(softmax_attention(q_i, k_p, v_p)))
+    out_i, out_p = raw(x, GRID, c)
+    torch.testing.assert_close(out_i, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_p, teacher(x, GRID, c)[1], rtol=1e-5, atol=1e-5)  # prompt rows: full softmax
+    paper_i, paper_p = paper(x, GRID, c)
+    assert not torch.allclose(paper_i, out_i, atol=1e-3) and not torch.allclose(paper_p, out_p, atol=1e-3)
+    with pytest.raises(ValueError, match=r"softmax_qk must be one of \('phi', 'raw'\), got 'relu'"):
+        JointAttention(DIM, HEADS, softmax_qk="relu")

@@ -146,6 +146,7 @@ def hybrid_attention(
     eps: float = 1e-6,
     reduce_state=None,
     eta_logit_bias: torch.Tensor | None = None,
+    q_img_softmax: torch.Tensor | None = None,
 ):
     """MM-EDiT hybrid joint attention, EDiT Eq. (7).
 
@@ -168,6 +169,8 @@ def hybrid_attention(
       * a float in [0, 1]: a fixed mixing weight.
     ``eta_logit_bias`` (H,), only with "approx": per-head eta = sigmoid(logit(N_I / (N_I + N_P)) + bias_h),
     lindit's learnable correction of the token-count approximation (zero bias = the paper's eta).
+    ``q_img_softmax`` (B, H, N_I, d): the image queries of softmax(Q_I, K_P, V_P) when they differ from the
+    linear term's feature maps (lindit's ``softmax_qk="raw"``); default ``q_img``, as in Eq. 7.
     The softmax similarity uses ``scale`` (default 1/sqrt(d)); the linear similarity is unscaled.
     ``reduce_state`` combines the image-image linear state across token shards (see ``linear_attention``);
     under sequence parallelism prompt queries must see every image key, so shard callers pass
@@ -179,7 +182,10 @@ def hybrid_attention(
     exact = _check_eta(eta)
     if eta_logit_bias is not None and eta != "approx":
         raise ValueError(f"eta_logit_bias corrects eta='approx' only, got eta={eta!r}")
-    out_ip, lse_ip = _image_prompt_block(q_img, k_txt, v_txt, scale, need_lse=exact)
+    q_ip = q_img if q_img_softmax is None else q_img_softmax
+    if q_ip.shape != q_img.shape:
+        raise ValueError(f"q_img_softmax must have q_img's shape {tuple(q_img.shape)}, got {tuple(q_ip.shape)}")
+    out_ip, lse_ip = _image_prompt_block(q_ip, k_txt, v_txt, scale, need_lse=exact)
     if image_attention == "linear" and not exact:
         out_ii, log_s_ii = linear_attention(q_img, k_img, v_img, eps, reduce_state).float(), None
     elif image_attention == "linear":

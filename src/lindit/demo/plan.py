@@ -39,11 +39,12 @@ class DemoSettings:
     families: tuple[str, ...] = ("pixart", "mmdit", "dit")
     quick: bool = False
     # Sized for the 15 minutes on 2 CPU cores with the latent-space teachers (about 1M parameters
-    # each): this budget ran in 748 s (docs/demo/report.md has the latest run's time).
+    # each): with 400 images per model this budget ran in 748 s on an AMD EPYC and 921 s on an Intel Xeon
+    # (both 2 threads), so the images per model went down to 300; docs/demo/report.md has the latest run's time.
     steps: int = 80  # optimisation steps per student (half attention-only, half everything)
     batch_size: int = 16
     lr: float = 1e-3
-    n_eval: int = 400  # images per model for FID, adherence and agreement
+    n_eval: int = 300  # images per model for FID, adherence and agreement
     sample_steps: int = 10
     guidance: float | None = None  # default: each teacher's recorded sampling guidance
     seed: int = 0

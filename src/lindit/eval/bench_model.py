@@ -51,11 +51,21 @@ class ModelCell:
         return max(self.block_s, key=lambda k: self.block_s[k]) if self.block_s else None
 
 
+def method_variant(method: str) -> tuple[str, dict]:
+    """'edit' -> ('edit', {}); 'edit:cf_reduction=8,sc_kernel=5' -> ('edit', {'cf_reduction': 8, 'sc_kernel': 5}):
+    a method with lindit.convert options, timed as its own row so variants compare in one run."""
+    from ..convert_cli import parse_options
+
+    name, _, opts = method.partition(":")
+    return name, parse_options(opts.split(",")) if opts else {}
+
+
 def meta_model(preset: Preset, method: str) -> nn.Module:
-    """The full-depth model (teacher or converted) with parameters on the meta device."""
+    """The full-depth model (teacher or converted ``method``, a name or variant) on the meta device."""
+    name, options = method_variant(method)
     with init_empty_weights(include_buffers=False):
         teacher = preset.model_class.from_config(preset.config)
-        return teacher if method == "teacher" else convert(teacher, method)
+        return teacher if name == "teacher" else convert(teacher, name, **options)
 
 
 def materialize(module: nn.Module, device, dtype) -> nn.Module:
@@ -154,7 +164,7 @@ def _predict(done: list[ModelCell], preset: str, method: str, tokens: int) -> fl
     if not prior:
         return None
     last = max(prior, key=lambda c: c.tokens)
-    exponent = 2.0 if method in QUADRATIC else 1.0
+    exponent = 2.0 if method_variant(method)[0] in QUADRATIC else 1.0
     return sum(last.block_s.values()) * (tokens / last.tokens) ** exponent
 
 

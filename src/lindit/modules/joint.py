@@ -34,6 +34,12 @@ from .shard import gather_rows, global_count, state_reducer
 from .token_maps import TokenMapOptions, build_token_map, feature_map
 
 MODES = ("softmax", "hybrid", "linear")
+# Which image queries and keys the softmax pairs of hybrid mode see (the image-image term always uses phi):
+# "phi": EDiT Eq. 7 as written, the same ReLU'd ConvFusion queries and Spatial Compressor keys as the linear
+# term; "raw": the maps' outputs before the ReLU, as the teacher's softmax saw them, so a converted layer with
+# inherited projections starts with the teacher's image-prompt attention (the ReLU drops every negative
+# query component from q.k_P).
+SOFTMAX_QK = ("phi", "raw")
 
 
 class JointAttention(nn.Module):
@@ -54,6 +60,7 @@ class JointAttention(nn.Module):
         phi: str = "relu",
         prompt_phi: str = "relu",
         eta: str | float = "approx",
+        softmax_qk: str = "phi",
         qk_norm: str | None = None,
         context_dim: int | None = None,
         inner_dim: int | None = None,
@@ -72,7 +79,9 @@ class JointAttention(nn.Module):
             raise ValueError("softmax joint attention uses linear token maps (query=key=value='linear')")
         if eta == "learned" and mode != "hybrid":
             raise ValueError(f"eta='learned' needs mode='hybrid', got mode={mode!r}")
-        self.mode, self.heads, self.eps = mode, heads, eps
+        if softmax_qk not in SOFTMAX_QK:
+            raise ValueError(f"softmax_qk must be one of {SOFTMAX_QK}, got {softmax_qk!r}")
+        self.mode, self.heads, self.eps, self.softmax_qk = mode, heads, eps, softmax_qk
         self.eta = "approx" if eta == "learned" else eta
         # eta="learned": the paper's token-count eta with a per-head logit offset learnt in distillation
         # (zero at conversion, so the converted model is the paper's MM-EDiT until it trains).
@@ -133,13 +142,14 @@ class JointAttention(nn.Module):
         return softmax_attention(q_i, k, v), out_p
 
     def _hybrid(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
-        q_i, k_i = self.phi(q_i), self.phi(k_i)
-        out_i, _ = hybrid_attention(q_i, k_i, v_i, None, k_p, v_p, eta=self.eta, eps=self.eps,
+        fq, fk = self.phi(q_i), self.phi(k_i)  # feature maps of the image-image linear term
+        sq, sk = (fq, fk) if self.softmax_qk == "phi" else (q_i, k_i)  # what the softmax pairs see
+        out_i, _ = hybrid_attention(fq, fk, v_i, None, k_p, v_p, eta=self.eta, eps=self.eps,
                                     n_img=global_count(q_i.shape[-2], grid), reduce_state=state_reducer(k_grid),
-                                    eta_logit_bias=self.eta_logit_bias)
+                                    eta_logit_bias=self.eta_logit_bias, q_img_softmax=sq)
         if q_p is None:
             return out_i, None
-        return out_i, softmax_attention(q_p, *self._all_keys(k_i, v_i, k_p, v_p, k_grid))  # prompt rows of Eq. 7
+        return out_i, softmax_attention(q_p, *self._all_keys(sk, v_i, k_p, v_p, k_grid))  # prompt rows of Eq. 7
 
     def _linear(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
         prompt_state = linear_attention_state(self.prompt_phi(k_p), v_p)  # replicated: added once

@@ -78,6 +78,11 @@ class ConvFusion(nn.Module):
         local, _ = to_tokens(self.act(grid_group_norm(self.norm, local, grid)))  # (B, N, C/r)
         return self.proj(x + self.conv1x1(local)), grid  # (B, N, D)
 
+    def start_at_projection_(self) -> None:
+        """Zero the local branch's last map, so that the map equals ``proj`` (until the branch trains)."""
+        nn.init.zeros_(self.conv1x1.weight)
+        nn.init.zeros_(self.conv1x1.bias)
+
 
 class SpatialCompressor(nn.Module):
     """EDiT's Spatial Compressor for keys and values, Eq. (5): Conv(Linear(X)).
@@ -120,6 +125,11 @@ class LinFusionMap(nn.Module):
 
     def forward(self, x, grid: Grid):
         return self.proj(x + self.mlp(x)), grid  # (B, N, D)
+
+    def start_at_projection_(self) -> None:
+        """Zero the MLP's last layer, so that the map equals ``proj`` (until the MLP trains)."""
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
 
 
 TOKEN_MAPS: dict[str, type[nn.Module]] = {

@@ -171,6 +171,12 @@ def _inherit_layer(teacher_attn: nn.Module, student_layer: nn.Module, groups: st
             if src is None or dst is None or not list(src.parameters()):
                 continue
             skipped += [f"{where}.{t_name}.{n}" for n in _copy_module(src, dst)]
+            token_map = getattr(student_layer, s_name)
+            if hasattr(token_map, "start_at_projection_"):
+                # ConvFusion and LinFusion maps add a residual branch before their projection; with it
+                # zeroed the inherited projection gives the teacher's own queries (keys) at conversion
+                # instead of the teacher's plus a random branch. The branch still learns: its input is not zero.
+                token_map.start_at_projection_()
     return skipped
 
 
