@@ -25,13 +25,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, help="seed of distillation and sampling")
     p.add_argument("--inherit", help="teacher projections the students start from: any of q, k, v, o, or "
                    "'none' for fresh attention weights (default: qkvo)")
+    p.add_argument("--task-weight", type=float, help="weight of the noise-prediction loss in distillation "
+                   "(default 0: distil from the teacher alone; 1: the papers' recipes)")
     p.set_defaults(func=run)
 
 
 def settings_from(args) -> DemoSettings:
     overrides = {k: v for k, v in (("steps", args.steps), ("n_eval", args.n_eval),
                                    ("sample_steps", args.sample_steps), ("guidance", args.guidance),
-                                   ("seed", args.seed), ("inherit", args.inherit)) if v is not None}
+                                   ("seed", args.seed), ("inherit", args.inherit),
+                                   ("task_weight", args.task_weight)) if v is not None}
+    if overrides.get("task_weight", 0) < 0:
+        raise ValueError(f"--task-weight must be >= 0, got {overrides['task_weight']}")
     for name in ("steps", "n_eval", "sample_steps"):
         if name in overrides and overrides[name] <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {overrides[name]}")

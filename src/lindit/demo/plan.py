@@ -6,7 +6,7 @@ attention mechanisms and nothing else (as EDiT Tables 1 and 2 do).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..world.teachers import settings_of
 
@@ -59,6 +59,11 @@ class DemoSettings:
     # ConvFusion, so an inherited q projection does not reproduce the teacher's queries); with 40 steps
     # (`--quick`) EDiT's MSE to the teacher is 0.022 fresh and 0.012 inherited.
     inherit: str = "qkvo"
+    # Weight of the noise-prediction (task) loss in every stage. The papers' recipes (EDiT: task + KD + feature;
+    # LiT: L_simple + 0.5 L_noise + 0.05 L_var) add it to distillation; over this short budget its noisy target
+    # pulled the students away from their teachers, and distilling from the teacher alone (KD, plus the
+    # recipe's feature and variance terms) gave the students of docs/demo/report.md. 1.0 restores the recipe.
+    task_weight: float = 0.0
 
     @classmethod
     def quick_settings(cls, **overrides) -> DemoSettings:
@@ -82,21 +87,29 @@ def _inherit(inherit: str, method: str) -> dict:
     return {} if inherit == "none" or method == "kv_compress" else {"inherit": inherit}
 
 
+def _loss(recipe: str, task_weight: float) -> dict:
+    """The recipe's loss weights with the task term set to ``task_weight``."""
+    from ..training.config import RECIPES
+
+    return {**asdict(RECIPES[recipe]), "task": task_weight}
+
+
 def run_config(family: str, method: str, settings: DemoSettings) -> dict:
     """The lindit.training config distilling ``method`` from the family's built-in teacher."""
     plan, teacher = FAMILIES[family], settings_of(FAMILIES[family].teacher)
     spec = {k: v for k, v in teacher.scheduler.items() if k != "class"}
     labels = teacher.conditioning == "labels"
     attention_steps = settings.steps // 2
+    loss = _loss(plan.recipe, settings.task_weight)
     stage2 = {"name": "all", "trainable": "all", "resolution": teacher.size,
-              "steps": settings.steps - attention_steps, "lr": settings.lr / 5}
+              "steps": settings.steps - attention_steps, "lr": settings.lr / 5, "loss": loss}
     if plan.recipe == "mm_edit":
         stage2["loss"] = {"task": 0.0, "kd": 1.0, "feature": 0.0}  # MM-EDiT stage 2: knowledge distillation only
     stages = [{"name": "attention", "trainable": "attention", "resolution": teacher.size,
-               "steps": attention_steps, "lr": settings.lr}, stage2]
+               "steps": attention_steps, "lr": settings.lr, "loss": loss}, stage2]
     if plan.recipe == "lit":  # LiT trains every weight from the start
         stages = [{"name": "all", "trainable": "all", "resolution": teacher.size, "steps": settings.steps,
-                   "lr": settings.lr}]
+                   "lr": settings.lr, "loss": loss}]
     world = {"n": settings.dataset_size, "seed": settings.seed, "kind": "class" if labels else "text"}
     if not labels:
         world["max_objects"] = teacher.max_objects

@@ -74,13 +74,21 @@ def family_table(family: str, rows: dict[str, dict], sizes: list[int]) -> list[s
     return lines + [""] + (note if unpaired is not None else [])
 
 
+def _task_words(s: dict) -> str:
+    weight = s.get("task_weight", 1.0)  # reports from before the setting used the recipes' own task loss
+    if weight == 0:
+        return "its noise-prediction (task) loss left out: the students learn from the teacher alone"
+    return f"its noise-prediction (task) loss weighted {weight:g}"
+
+
 def write_markdown(out: Path, report: dict, command: str) -> None:
     s = report["settings"]
     sizes = [int(k) for k in s["latency_sizes"]]
     lines = ["# lindit demo report", "",
              f"Made by `{command}` in {s['total_seconds']:.0f} s on {s['machine'].get('cpu', 'this CPU')} "
              f"({s['machine'].get('torch_threads', '?')} threads). Every student was distilled from its built-in teacher with "
-             f"the family's recipe for {s['steps']} steps (batch {s['batch_size']}); images: {s['n_eval']} held-out "
+             f"the family's recipe for {s['steps']} steps (batch {s['batch_size']}), {_task_words(s)}; images: "
+             f"{s['n_eval']} held-out "
              f"prompts per model, {s['sample_steps']} sampling steps, one seed for all models. FID is on the "
              "features of the world's shipped classifier against as many real world images (compare it only at "
              "equal image counts); adherence is the fraction of images whose detected shapes, colours and "
