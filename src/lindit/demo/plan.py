@@ -53,11 +53,10 @@ class DemoSettings:
     reference_seed: int = 1002
     dataset_size: int = 4096  # distillation images
     # Teacher projections the students start from (LiT Table 3 and Guideline 3; any of "qkvo"); "none" keeps
-    # lindit.convert's default of fresh attention weights. Measured, PixArt-style students' PSNR to the teacher
-    # with 100 steps (`lindit demo`, docs/demo/report.md against the previous run with "none"): LiT 21.6 -> 25.6,
-    # LinFusion 23.9 -> 27.8, SANA 12.1 -> 12.5 dB, but EDiT 20.8 -> 19.3 dB (its queries pass through
-    # ConvFusion, so an inherited q projection does not reproduce the teacher's queries); with 40 steps
-    # (`--quick`) EDiT's MSE to the teacher is 0.022 fresh and 0.012 inherited.
+    # lindit.convert's default of fresh attention weights. Measured on the earlier pixel-space world,
+    # PixArt-style students' PSNR to the teacher with 100 steps (`lindit demo`, inherited against "none"):
+    # LiT 21.6 -> 25.6, LinFusion 23.9 -> 27.8, SANA 12.1 -> 12.5 dB, EDiT 20.8 -> 19.3 dB (its ConvFusion
+    # branch was then random; inherited ConvFusion and LinFusion maps now start at the teacher's projection).
     inherit: str = "qkvo"
     # Weight of the noise-prediction (task) loss in every stage. The papers' recipes (EDiT: task + KD + feature;
     # LiT: L_simple + 0.5 L_noise + 0.05 L_var) add it to distillation; over this short budget its noisy target
