@@ -71,3 +71,24 @@ def test_a_second_run_fills_the_skipped_size_and_ratios_never_mix_runs(tmp_path)
     assert len(flops) == 1 and "(40 GFLOP/s)" in flops[0]  # the first run's measured cell, 400 / 10
     assert "`run a` and `run b`" in text
     assert "not in these runs" in rows["sd35-medium / mm_edit at 1024 px"]
+
+
+def test_an_interleaved_paired_run_replaces_the_sequential_ratio_for_the_targets_it_covers(tmp_path):
+    cells = [_cell("pixart-sigma", "teacher", 1024, {"block0": 1.0}), _cell("pixart-sigma", "edit", 1024, {"block0": 1.0}),
+             _cell("pixart-sigma", "teacher", 2048, {"block0": 3.0}), _cell("pixart-sigma", "edit", 2048, {"block0": 1.0})]
+    ratio = lambda m, q1, q3: {"q1": q1, "median": m, "q3": q3, "flop_ratio": 1.26}  # noqa: E731
+    paired = tmp_path / "paired.json"
+    paired.write_text(json.dumps({"command": "lindit bench paired --size 1024", "preset": "pixart-sigma",
+                                  "height_px": 1024, "width_px": 1024, "rounds": 15,
+                                  "ratios": {"edit": {"block0": ratio(1.41, 1.36, 1.43),
+                                                      "all blocks": ratio(1.29, 1.2, 1.5)}}}))
+    text = report(_write(tmp_path / "a.json", cells), paired_json=[paired])
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    row = rows["pixart-sigma / edit at 1024 px, block0"]
+    assert "1.41x (median of 15 interleaved rounds, quartiles 1.36-1.43x)" in row and "| met |" in row
+    assert "**missed**" in rows["pixart-sigma / edit at 1024 px, all blocks"]  # 1.29 < 1.3
+    assert "3.00x" in rows["pixart-sigma / edit at 2048 px, block0"]  # not covered: the sequential run's
+    assert "`lindit bench paired --size 1024`" in text
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"is not the other.json of .lindit bench paired. \(no 'ratios'"):
+        report(_write(tmp_path / "a.json", cells), paired_json=[tmp_path / "other.json"])

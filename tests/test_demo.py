@@ -51,6 +51,41 @@ def test_task_weight_sets_the_noise_loss_of_every_stage_and_keeps_the_recipes_ot
         settings_from(args)
 
 
+def test_methods_option_picks_the_students_and_passes_variant_options_to_convert(tmp_path):
+    from lindit.cli import build_parser
+    from lindit.demo.cli import settings_from
+    from lindit.demo.runner import run_demo
+
+    args = build_parser(only="demo").parse_args(["demo", "--families", "pixart",
+                                                 "--methods", "edit_cf_q", "edit:cf_reduction=8"])
+    settings = settings_from(args)
+    assert settings.methods("pixart") == ("edit_cf_q", "edit:cf_reduction=8")
+    cfg = parse_config(run_config("pixart", "edit:cf_reduction=8", settings))
+    assert cfg.model.method == "edit" and cfg.model.convert == {"inherit": "qkvo", "cf_reduction": 8}
+    assert DemoSettings().methods("pixart") == FAMILIES["pixart"].methods
+    # A student that does not fit a family fails before any work and writes nothing.
+    for bad, words in (("mm_edit", "does not fit the pixart family"), ("edit:bogus=1", r"unknown option\(s\) \['bogus'\]")):
+        with pytest.raises(ValueError, match=words):
+            run_demo(DemoSettings(families=("pixart",), students=(bad,)), tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+def test_report_checks_the_teacher_bar_and_the_ablation_claims_only_for_students_that_ran():
+    from lindit.demo.report import checks
+
+    row = lambda fid, adherence: {"fid": fid, "adherence": adherence}  # noqa: E731
+    rows = {"teacher": row(100.0, 0.95), "edit": row(109.0, 0.93), "edit_cf_q": row(98.0, 0.97),
+            "edit_sc_only": row(120.0, 0.93)}
+    found = {c["claim"]: c["reproduced"] for c in checks({"pixart": rows})}
+    assert found["edit classifier-FID within 10% of the teacher's"]  # 109 <= 110
+    assert found["edit adherence within 3 points of the teacher's"]  # 93 >= 92
+    assert not found["edit classifier-FID within 10% of edit_cf_q's"]  # 109 > 1.1 * 98
+    assert not found["edit adherence within 3 points of edit_cf_q's"]  # 93 < 94
+    assert found["edit better than edit_sc_only (FID)"]
+    assert not found["edit better than edit_sc_only (adherence)"]  # equal is not better
+    assert not any("sana" in c or "linfusion" in c for c in found), "pairs whose students did not run are left out"
+
+
 def test_class_adherence_scores_real_images_high_and_wrong_classes_low():
     data = ShapesClassDataset(60, seed=3)
     images = torch.stack([data[i][0] for i in range(60)])

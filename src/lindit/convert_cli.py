@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .methods import REGISTRY
+from .methods import REGISTRY, parse_options
 
 
 def add_parser(subparsers) -> None:
@@ -21,20 +20,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--list", action="store_true", help="list every method with the paper and table it comes from")
     p.set_defaults(func=run)
-
-
-def parse_options(pairs: list[str]) -> dict:
-    """KEY=VALUE strings -> dict, values read as JSON where possible (2 -> int, 0.5 -> float)."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def print_methods() -> None:

@@ -9,6 +9,7 @@ from here, and the tests run every entry.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
@@ -155,3 +156,24 @@ def get_method(name: str, kind: str | None = None) -> Method:
 def methods(kind: str | None = None) -> dict[str, str]:
     """Every method name -> 'source: summary' (of one kind, if given)."""
     return {n: f"{m.source}: {m.summary}" for n, m in REGISTRY.items() if kind is None or m.kind == kind}
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE strings -> dict, values read as JSON where possible (2 -> int, 0.5 -> float)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"an option must be KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def method_variant(spec: str) -> tuple[str, dict]:
+    """'edit' -> ('edit', {}); 'edit:cf_reduction=8,sc_kernel=5' -> ('edit', {'cf_reduction': 8, 'sc_kernel': 5}):
+    a method with lindit.convert options, so that variants run as their own rows (bench, demo)."""
+    name, _, opts = spec.partition(":")
+    return name, parse_options(opts.split(",")) if opts else {}

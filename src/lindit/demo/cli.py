@@ -2,6 +2,7 @@
 
     lindit demo --out demo-output            # all families and methods, ~15 min on 2 CPU cores
     lindit demo --quick --out demo-quick     # EDiT, MM-EDiT and LiT only, fewer steps: ~3 min
+    lindit demo --families pixart --methods edit edit_cf_q edit_sc_only --out demo-ablation
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def add_parser(subparsers) -> None:
                    "'none' for fresh attention weights (default: qkvo)")
     p.add_argument("--task-weight", type=float, help="weight of the noise-prediction loss in distillation "
                    "(default 0: distil from the teacher alone; 1: the papers' recipes)")
+    p.add_argument("--methods", nargs="+", metavar="M",
+                   help="students to distil in every chosen family instead of its list: lindit.convert methods "
+                   "or NAME:KEY=VALUE[,...] variants, e.g. --families pixart --methods edit edit_cf_q")
     p.set_defaults(func=run)
 
 
@@ -42,6 +46,8 @@ def settings_from(args) -> DemoSettings:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {overrides[name]}")
     if args.families:
         overrides["families"] = check_families(args.families)
+    if args.methods:
+        overrides["students"] = tuple(args.methods)
     return DemoSettings.quick_settings(**overrides) if args.quick else DemoSettings(**overrides)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..methods import method_variant
 from ..world.teachers import settings_of
 
 
@@ -20,11 +21,17 @@ class FamilyPlan:
     convert: dict = field(default_factory=dict)  # per-method lindit.convert options
     # Must reproduce (paper ordering): (better, worse) pairs, checked on FID and adherence.
     orderings: tuple[tuple[str, str], ...] = ()
+    # Must reproduce (paper: "as good as"): (student, reference) pairs, checked with the acceptance's bar
+    # (FID within 10%, adherence within 3 points). Like orderings, only when both ran (``--methods``).
+    matches: tuple[tuple[str, str], ...] = ()
 
 
 FAMILIES: dict[str, FamilyPlan] = {
+    # EDiT Table 1 ablations: EDiT beats Spatial Compressor alone ("- SC SC"), and "compressing does not harm
+    # performance" (EDiT against ConvFusion queries with uncompressed keys and values, "CF - -").
     "pixart": FamilyPlan("pixart", "edit", ("edit", "lit", "sana", "linfusion", "kv_compress"), ("edit",),
-                         orderings=(("edit", "sana"), ("edit", "linfusion"))),
+                         orderings=(("edit", "sana"), ("edit", "linfusion"), ("edit", "edit_sc_only")),
+                         matches=(("edit", "edit_cf_q"),)),
     "mmdit": FamilyPlan("mmdit", "mm_edit", ("mm_edit", "mm_edit_exact", "linear_mmdit_alpha", "sana_mmdit"),
                         ("mm_edit",), orderings=(("mm_edit", "linear_mmdit_alpha"),)),
     # LiT Guideline 2: few heads (the teacher has 4).
@@ -63,6 +70,9 @@ class DemoSettings:
     # pulled the students away from their teachers, and distilling from the teacher alone (KD, plus the
     # recipe's feature and variance terms) gave the students of docs/demo/report.md. 1.0 restores the recipe.
     task_weight: float = 0.0
+    # Students to distil instead of each family's list: lindit.convert method names or variants
+    # (NAME:KEY=VALUE[,...], e.g. "edit_cf_q" or "mm_edit_exact:softmax_qk=raw"), reported under that name.
+    students: tuple[str, ...] = ()
 
     @classmethod
     def quick_settings(cls, **overrides) -> DemoSettings:
@@ -71,7 +81,7 @@ class DemoSettings:
 
     def methods(self, family: str) -> tuple[str, ...]:
         plan = FAMILIES[family]
-        return plan.quick_methods if self.quick else plan.methods
+        return self.students or (plan.quick_methods if self.quick else plan.methods)
 
 
 def check_families(names) -> tuple[str, ...]:
@@ -93,9 +103,11 @@ def _loss(recipe: str, task_weight: float) -> dict:
     return {**asdict(RECIPES[recipe]), "task": task_weight}
 
 
-def run_config(family: str, method: str, settings: DemoSettings) -> dict:
-    """The lindit.training config distilling ``method`` from the family's built-in teacher."""
+def run_config(family: str, student: str, settings: DemoSettings) -> dict:
+    """The lindit.training config distilling ``student`` (a method or NAME:KEY=VALUE variant) from the
+    family's built-in teacher."""
     plan, teacher = FAMILIES[family], settings_of(FAMILIES[family].teacher)
+    method, options = method_variant(student)
     spec = {k: v for k, v in teacher.scheduler.items() if k != "class"}
     labels = teacher.conditioning == "labels"
     attention_steps = settings.steps // 2
@@ -116,7 +128,7 @@ def run_config(family: str, method: str, settings: DemoSettings) -> dict:
         "recipe": plan.recipe,
         "seed": settings.seed,
         "model": {"teacher": {"builtin": plan.teacher}, "method": method,
-                  "convert": {**_inherit(settings.inherit, method), **plan.convert.get(method, {})},
+                  "convert": {**_inherit(settings.inherit, method), **plan.convert.get(method, {}), **options},
                   "vae": "builtin",
                   "conditioning": "labels" if labels else "builtin", "scheduler": spec},
         "data": {"source": {"world": world}, "batch_size": settings.batch_size,

@@ -28,12 +28,10 @@ def checks(families: dict[str, dict]) -> list[dict]:
                           f"{teacher['adherence']:.1%}"))
         main = {"pixart": "edit", "mmdit": "mm_edit", "dit": "lit"}[family]
         if main in rows:
-            s = rows[main]
-            out.append(_check(f"{main} classifier-FID within 10% of the teacher's", s["fid"] <= 1.1 * teacher["fid"],
-                              f"{s['fid']:.1f} vs {teacher['fid']:.1f}"))
-            out.append(_check(f"{main} adherence within 3 points of the teacher's",
-                              s["adherence"] >= teacher["adherence"] - 0.03,
-                              f"{s['adherence']:.1%} vs {teacher['adherence']:.1%}"))
+            out += _matches(main, rows[main], "the teacher's", teacher)
+        for student, reference in FAMILIES[family].matches:
+            if student in rows and reference in rows:
+                out += _matches(student, rows[student], f"{reference}'s", rows[reference])
         for better, worse in FAMILIES[family].orderings:
             if better in rows and worse in rows:
                 b, w = rows[better], rows[worse]
@@ -42,6 +40,14 @@ def checks(families: dict[str, dict]) -> list[dict]:
                 out.append(_check(f"{better} better than {worse} (adherence)", b["adherence"] > w["adherence"],
                                   f"{b['adherence']:.1%} vs {w['adherence']:.1%}"))
     return out
+
+
+def _matches(name: str, row: dict, of: str, ref: dict) -> list[dict]:
+    """The acceptance's 'as good as': classifier-FID within 10% and adherence within 3 points."""
+    return [_check(f"{name} classifier-FID within 10% of {of}", row["fid"] <= 1.1 * ref["fid"],
+                   f"{row['fid']:.1f} vs {ref['fid']:.1f}"),
+            _check(f"{name} adherence within 3 points of {of}", row["adherence"] >= ref["adherence"] - 0.03,
+                   f"{row['adherence']:.1%} vs {ref['adherence']:.1%}")]
 
 
 def _check(claim: str, ok: bool, detail: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import time
 from dataclasses import asdict
@@ -12,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..eval.measure import machine_info
+from ..methods import method_variant
 from ..world.teachers import SETTINGS_NAME, load_builtin_teacher, settings_of, teacher_dir
 from .evaluate import EvalSet, eval_set, latency, quality, sample
 from .plan import FAMILIES, DemoSettings, run_config
@@ -21,9 +23,11 @@ from .report import latency_plot, sample_grid, write_json_report, write_markdown
 def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit demo") -> dict:
     """Run the demo into ``out`` and return report.json's content."""
     out, start = Path(out), time.perf_counter()
+    for family in settings.families:  # fail before any work if a teacher is missing or a student does not fit
+        teacher = load_builtin_teacher(FAMILIES[family].teacher)
+        for student in settings.students:
+            _check_student(family, student, teacher)
     out.mkdir(parents=True, exist_ok=True)
-    for family in settings.families:  # fail before any work if a teacher is missing
-        load_builtin_teacher(FAMILIES[family].teacher)
     total = sum(1 + len(settings.methods(f)) for f in settings.families)
     bar = tqdm(total=total, desc="lindit demo", unit="model", position=0)
     families = {family: _family(family, settings, out, bar) for family in settings.families}
@@ -61,6 +65,16 @@ def _family(family: str, settings: DemoSettings, out: Path, bar) -> dict[str, di
     return table
 
 
+def _check_student(family: str, student: str, teacher) -> None:
+    from ..integrations.diffusers import convert
+
+    name, options = method_variant(student)
+    try:
+        convert(teacher, name, **options)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"student {student!r} does not fit the {family} family: {e}") from None
+
+
 def _titles(family: str, evals: EvalSet) -> list:
     if not evals.class_conditional:
         return evals.conditions
@@ -82,7 +96,7 @@ def _distill(family: str, method: str, settings: DemoSettings, out: Path):
     from ..integrations.diffusers import load
     from ..training import distill
 
-    folder = out / "students" / family / method
+    folder = out / "students" / family / re.sub(r"[^\w.=-]+", "_", method)  # variants: edit:cf_reduction=8
     start = time.perf_counter()
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     distill(run_config(family, method, settings), folder)

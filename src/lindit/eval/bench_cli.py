@@ -50,8 +50,10 @@ def add_parser(subparsers) -> None:
     att.add_argument("--heads", type=int, default=16, help="heads (PixArt-Sigma: 16)")
     att.add_argument("--prompt-tokens", type=int, default=300, help="prompt tokens for joint mechanisms")
     att.set_defaults(func=run_attention)
+    from .bench_paired import add_parser as add_paired
     from .bench_targets import add_parser as add_targets
 
+    add_paired(kinds)
     add_targets(kinds)
 
 

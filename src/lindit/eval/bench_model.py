@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from ..integrations.diffusers import convert, token_grid
+from ..methods import method_variant
 from ..integrations.diffusers.positions import InterpolatingPatchEmbed
 from .measure import count_flops, peak_memory_bytes, time_call, timed_peak
 from .presets import Preset
@@ -49,15 +50,6 @@ class ModelCell:
     def main_block(self) -> str | None:
         """The block type that occurs most often (the one compared across methods)."""
         return max(self.block_s, key=lambda k: self.block_s[k]) if self.block_s else None
-
-
-def method_variant(method: str) -> tuple[str, dict]:
-    """'edit' -> ('edit', {}); 'edit:cf_reduction=8,sc_kernel=5' -> ('edit', {'cf_reduction': 8, 'sc_kernel': 5}):
-    a method with lindit.convert options, timed as its own row so variants compare in one run."""
-    from ..convert_cli import parse_options
-
-    name, _, opts = method.partition(":")
-    return name, parse_options(opts.split(",")) if opts else {}
 
 
 def meta_model(preset: Preset, method: str) -> nn.Module:
@@ -175,7 +167,7 @@ def _to_meta(tree):
     return tree_map(lambda t: t.to("meta") if torch.is_tensor(t) else t, tree)
 
 
-class _Timer:
+class BlockTimer:
     """Times one block type of one model at one size; FLOPs are counted on a meta-device twin (shapes
     only), so a softmax block at 8192 px is counted without materialising its N x N scores."""
 
@@ -214,7 +206,7 @@ class _Timer:
         return max(model - block_s, 0.0)
 
 
-def _type_plan(full: nn.Module) -> tuple[dict[str, int], dict[str, int]]:
+def type_plan(full: nn.Module) -> tuple[dict[str, int], dict[str, int]]:
     """Block type -> index of its first block, and block type -> how many blocks have it."""
     labels = block_types(full)
     first, counts = {}, {}
@@ -232,7 +224,7 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
     the same for every method) with the first method that gets there: run linear methods first.
     """
     full = meta_model(preset, method)
-    first, counts = _type_plan(full)
+    first, counts = type_plan(full)
     stubs = {}
     for hp, wp in sizes:
         h, w = hp // 8, wp // 8
@@ -273,7 +265,7 @@ def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhea
     for label, index in first.items():
         if label not in stubs:
             stubs[label] = (one_block_model(full, index, s.device, s.dtype), one_block_model(full, index, None, None))
-        timers[label] = _Timer(*stubs[label], inputs, s)
+        timers[label] = BlockTimer(*stubs[label], inputs, s)
     gflops = {label: timer.gflop() for label, timer in timers.items()}  # on meta: free, counted once
     by_flops = _flop_prediction(gflops, s) if predicted is None else None
     if by_flops and s.max_seconds is not None and sum(by_flops.values()) > s.max_seconds:

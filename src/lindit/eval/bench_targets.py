@@ -1,7 +1,7 @@
 """``lindit bench targets``: check a ``lindit bench model`` run against the project's latency targets.
 
     lindit bench targets docs/bench/model/bench.json docs/bench/model-4096/bench.json \\
-        --memory docs/bench/model-8192/bench.json
+        --memory docs/bench/model-8192/bench.json --paired docs/bench/paired-*/paired.json
 
 Reads the JSON the benchmark wrote (nothing is retyped) and prints one markdown row per target with the
 measured value and whether it is met. The targets are per-block ratios teacher / method from the same run
@@ -38,13 +38,14 @@ FLOPS_PX, MIN_FLOPS_FRACTION = 4096, 0.6
 MEMORY_PX, MAX_MEMORY_MB = 8192, 16 * 1024
 
 
-def load(path: str | Path) -> dict:
+def load(path: str | Path, kind: str = "model", keys: tuple[str, str] = ("cells", "matmul_gflops")) -> dict:
+    """The JSON that ``lindit bench KIND`` wrote, checked for its ``keys``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; write it with `lindit bench model --out {path.parent}`")
+        raise FileNotFoundError(f"{path} does not exist; write it with `lindit bench {kind} --out {path.parent}`")
     data = json.loads(path.read_text())
-    if "cells" not in data or "matmul_gflops" not in data:
-        raise ValueError(f"{path} is not the bench.json of `lindit bench model` (no 'cells' or 'matmul_gflops')")
+    if any(k not in data for k in keys):
+        raise ValueError(f"{path} is not the {path.name} of `lindit bench {kind}` (no {' or '.join(map(repr, keys))})")
     return data
 
 
@@ -83,10 +84,28 @@ def _flop_note(teacher: dict, student: dict, label: str) -> str:
             f"{s_gflop / student['block_s'][label]:.0f}")
 
 
-def speed_rows(runs: list[dict]) -> list[list[str]]:
-    """Each ratio comes from one run (teacher and student timed in the same process)."""
+def _paired_rows(paired: list[dict], t: SpeedTarget) -> list[list[str]]:
+    """Rows from the first interleaved run covering the target (median over rounds, quartiles), or []."""
+    for data in paired:
+        per = data["ratios"].get(t.method)
+        if (data["preset"], data["height_px"], data["width_px"]) != (t.preset, t.px, t.px) or per is None:
+            continue
+        return [[f"{t.preset} / {t.method} at {t.px} px, {label}", f">= {t.min_ratio:g}x",
+                 f"{r['median']:.2f}x (median of {data['rounds']} interleaved rounds, quartiles "
+                 f"{r['q1']:.2f}-{r['q3']:.2f}x); FLOPs {r['flop_ratio']:.2f}x",
+                 "met" if r["median"] >= t.min_ratio else "**missed**"] for label, r in per.items()]
+    return []
+
+
+def speed_rows(runs: list[dict], paired: list[dict] = ()) -> list[list[str]]:
+    """Each ratio comes from one run (teacher and student timed in the same process); an interleaved
+    ``lindit bench paired`` run, when one covers the target, is used instead."""
     rows = []
     for t in SPEED_TARGETS:
+        interleaved = _paired_rows(list(paired), t)
+        if interleaved:
+            rows += interleaved
+            continue
         student, teacher, why = _pair(runs, t)
         if why:
             rows.append([f"{t.preset} / {t.method} at {t.px} px", f">= {t.min_ratio:g}x", why, "unknown"])
@@ -142,12 +161,14 @@ def memory_rows(data: dict) -> list[list[str]]:
     return rows
 
 
-def report(speed_json, memory_json: str | Path | None = None) -> str:
-    """``speed_json``: one bench.json or a list of them (e.g. a 1024-2048 px run and a 4096 px run)."""
+def report(speed_json, memory_json: str | Path | None = None, paired_json=()) -> str:
+    """``speed_json``: one bench.json or a list of them (e.g. a 1024-2048 px run and a 4096 px run);
+    ``paired_json``: paired.json files of ``lindit bench paired``, preferred for the targets they cover."""
     paths = [speed_json] if isinstance(speed_json, (str, Path)) else list(speed_json)
     runs = [load(p) for p in paths]
-    rows = speed_rows(runs) + flops_rows(runs)
-    commands = [data["command"] for data in runs]
+    paired = [load(p, "paired", ("ratios", "rounds")) for p in paired_json]
+    rows = speed_rows(runs, paired) + flops_rows(runs)
+    commands = [data["command"] for data in runs + paired]
     if memory_json is not None:
         memory = load(memory_json)
         rows += memory_rows(memory)
@@ -161,9 +182,12 @@ def add_parser(kinds) -> None:
     p.add_argument("bench_json", type=Path, nargs="+",
                    help="bench.json of `lindit bench model` runs (512-4096 px); each ratio comes from one run")
     p.add_argument("--memory", type=Path, help="bench.json of the 8192 px EDiT run")
+    p.add_argument("--paired", type=Path, nargs="+", default=[], metavar="JSON",
+                   help="paired.json of `lindit bench paired` runs: their interleaved ratios replace the "
+                   "sequential ones for the targets they cover")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    print(report(args.bench_json, args.memory))
+    print(report(args.bench_json, args.memory, args.paired))
     return 0
