@@ -30,6 +30,7 @@ benchmarks: $(STAMP)
 	$(VENV)/bin/lindit bench attention --max-seconds 200 --repeats 3 --out docs/bench/attention
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 1024 2048 4096 --non-square none --max-seconds 300 --repeats 3 --no-attention --out docs/bench/model
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 4096 --non-square none --max-seconds 3000 --repeats 1 --no-attention --out docs/bench/model-4096
+	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium dit-xl-2 --methods lit sana linfusion sana_mmdit linear_mmdit_alpha --resolutions 4096 --non-square none --repeats 1 --max-seconds 400 --no-attention --out docs/bench/model-4096-linear
 	$(VENV)/bin/lindit bench model --presets pixart-sigma --methods edit --resolutions 8192 --non-square none --repeats 1 --no-attention --out docs/bench/model-8192
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 1024 2048 --non-square none --repeats 3 --no-attention --out docs/bench/model-quiet
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit edit:cf_reduction=8 mm_edit mm_edit:cf_reduction=8 --resolutions 1024 --non-square none --repeats 9 --no-attention --out docs/bench/model-1024
@@ -38,7 +39,7 @@ benchmarks: $(STAMP)
 	$(VENV)/bin/lindit bench paired --preset pixart-sigma --methods teacher edit --size 2048 --rounds 9 --out docs/bench/paired-pixart-2048
 	$(VENV)/bin/lindit bench paired --preset sd35-medium --methods teacher mm_edit --size 2048 --rounds 5 --out docs/bench/paired-sd35-2048
 	$(VENV)/bin/lindit bench parallel --preset pixart-sigma --method edit --size 2048x2048 --processes 1 2 --out docs/bench/parallel
-	$(VENV)/bin/lindit bench targets docs/bench/model/bench.json docs/bench/model-4096/bench.json --memory docs/bench/model-8192/bench.json --paired docs/bench/paired-*/paired.json > docs/bench/targets.md.tmp && mv docs/bench/targets.md.tmp docs/bench/targets.md
+	$(VENV)/bin/lindit bench targets docs/bench/model/bench.json docs/bench/model-4096/bench.json docs/bench/model-4096-linear/bench.json --memory docs/bench/model-8192/bench.json --paired docs/bench/paired-*/paired.json > docs/bench/targets.md.tmp && mv docs/bench/targets.md.tmp docs/bench/targets.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info demo-output
