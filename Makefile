@@ -27,6 +27,7 @@ test-fast: $(STAMP)
 
 # The measurements behind docs/BENCHMARKS.md (hours on 2 cores: the 4096 px teacher blocks take minutes each; run on a quiet machine).
 benchmarks: $(STAMP)
+	$(VENV)/bin/lindit bench model --max-seconds 60 --repeats 3 --no-attention --out docs/bench/full
 	$(VENV)/bin/lindit bench attention --max-seconds 200 --repeats 3 --out docs/bench/attention
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 1024 2048 4096 --non-square none --max-seconds 300 --repeats 3 --no-attention --out docs/bench/model
 	$(VENV)/bin/lindit bench model --presets pixart-sigma sd35-medium --methods teacher edit mm_edit --resolutions 4096 --non-square none --max-seconds 3000 --repeats 1 --no-attention --out docs/bench/model-4096
