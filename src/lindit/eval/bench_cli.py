@@ -132,9 +132,9 @@ def _methods(preset, wanted) -> list[str]:
 
 def _fits(preset, method) -> bool:
     from ..integrations.diffusers.families import FAMILIES
-    from ..methods import REGISTRY
+    from ..methods import REGISTRY, method_variant
 
-    method = method.partition(":")[0]  # a variant fits where its method does
+    method = method_variant(method)[0]  # a variant fits where its method does
     return method in REGISTRY and REGISTRY[method].kind == FAMILIES[preset.family].kind
 
 

@@ -75,6 +75,8 @@ def run_rounds(preset: Preset, methods: list[str], height_px: int, width_px: int
         raise ValueError(f"--methods must include 'teacher' (the ratios are teacher / method), got {methods}")
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
+    for method in methods:  # a bad method or option fails before any block is built
+        meta_model(preset, method)
     built = [_timers(preset, m, height_px // 8, width_px // 8, s) for m in methods]
     for _, timers in built:
         for timer in timers.values():
@@ -187,10 +189,6 @@ def run(args) -> int:
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     height, width = parse_size(args.size)
     preset = PRESETS[args.preset]
-    if "teacher" not in args.methods:  # before building anything
-        raise ValueError(f"--methods must include 'teacher' (the ratios are teacher / method), got {args.methods}")
-    for method in args.methods:  # a bad method or option fails before any block is built
-        meta_model(preset, method)
     settings = ModelSettings(device, dtype)
     with tqdm(total=args.rounds, desc="bench paired", unit="round") as bar:
         results = run_rounds(preset, args.methods, height, width, args.rounds, settings, progress=bar)

@@ -84,7 +84,7 @@ def _flop_note(teacher: dict, student: dict, label: str) -> str:
             f"{s_gflop / student['block_s'][label]:.0f}")
 
 
-def _paired_rows(paired: list[dict], t: SpeedTarget) -> list[list[str]]:
+def _paired_rows(paired, t: SpeedTarget) -> list[list[str]]:
     """Rows from the first interleaved run covering the target (median over rounds, quartiles), or []."""
     for data in paired:
         per = data["ratios"].get(t.method)
@@ -97,12 +97,12 @@ def _paired_rows(paired: list[dict], t: SpeedTarget) -> list[list[str]]:
     return []
 
 
-def speed_rows(runs: list[dict], paired: list[dict] = ()) -> list[list[str]]:
+def speed_rows(runs: list[dict], paired=()) -> list[list[str]]:
     """Each ratio comes from one run (teacher and student timed in the same process); an interleaved
     ``lindit bench paired`` run, when one covers the target, is used instead."""
     rows = []
     for t in SPEED_TARGETS:
-        interleaved = _paired_rows(list(paired), t)
+        interleaved = _paired_rows(paired, t)
         if interleaved:
             rows += interleaved
             continue
