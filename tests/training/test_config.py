@@ -63,6 +63,16 @@ def test_cross_field_rules():
     del data["model"]["teacher"]
     assert "needs a teacher" in _error(data)
     assert "caption_dropout" in _error(tiny_dict(), ["data.caption_dropout=1.5"])
+    # A resolution that is no multiple of the bucket multiple would silently train at another size.
+    assert "stages[0].resolution: 32 is not a multiple of data.bucket_multiple (64), so its square bucket would " \
+        "be 64 px" in _error(tiny_dict(resolution=32), ["data.bucket_multiple=64"])
+    data = tiny_dict()  # layer-wise attention transfer: the feature term alone, on the replaced layers
+    data["stages"][0].update(feature_inputs="teacher", trainable="attention")
+    assert "other loss terms: {'task': 1.0, 'kd': 0.5}" in _error(data)
+    data["stages"][0]["loss"] = {"task": 0.0, "kd": 0.0}
+    parse_config(data)
+    data["stages"][0]["trainable"] = "all"
+    assert "stages[0].feature_inputs: teacher fits each replaced layer" in _error(data)
 
 
 def test_the_recipe_fills_the_weights_a_stage_leaves_out():

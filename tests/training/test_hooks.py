@@ -6,7 +6,7 @@ from tiny_models import BUILDERS, inputs
 
 import lindit
 from lindit.integrations.diffusers import converted_layers
-from lindit.training.hooks import FeatureCapture
+from lindit.training.hooks import FeatureCapture, TeacherForcing, as_tuple
 
 METHODS = {"pixart": "edit", "sd3": "mm_edit", "dit": "lit"}
 
@@ -86,8 +86,8 @@ def test_distill_removes_its_feature_hooks_when_a_stage_ends(tmp_path, monkeypat
     made = []
 
     class Spy(FeatureCapture):
-        def __init__(self, model, names):
-            super().__init__(model, names)
+        def __init__(self, model, names, **kw):
+            super().__init__(model, names, **kw)
             made.append(self)
 
     monkeypatch.setattr(loop, "FeatureCapture", Spy)
@@ -95,3 +95,39 @@ def test_distill_removes_its_feature_hooks_when_a_stage_ends(tmp_path, monkeypat
     assert len(made) == 2  # student and teacher
     for cap in made:
         assert cap.handles == [] and all(len(m._forward_hooks) == 0 for m in cap.modules.values())
+
+
+@pytest.mark.parametrize("family", list(METHODS))
+def test_teacher_forcing_runs_every_student_layer_on_its_teacher_layers_input(family):
+    teacher = BUILDERS[family]()
+    student = lindit.convert(teacher, METHODS[family])  # fresh attention weights: its hidden states drift
+    names = list(converted_layers(student))
+    kwargs = inputs(family, 8, 8)
+    with FeatureCapture(teacher, names, inputs=True) as t_cap, FeatureCapture(student, names) as s_cap, \
+            TeacherForcing(student, names) as forcing:  # fmt: skip
+        with torch.no_grad(), t_cap.recording():
+            teacher(**kwargs)
+        recorded = t_cap.inputs
+        forcing.feed(recorded)
+        with torch.no_grad(), s_cap.recording() as forced:
+            student(**kwargs)
+    assert list(recorded) == names
+    layers = dict(student.named_modules())
+    with torch.no_grad():
+        for name in names:  # the forward's layer outputs are the layers' outputs on the teacher's inputs
+            args, kw = recorded[name]
+            torch.testing.assert_close(forced[name][0], as_tuple(layers[name](*args, **kw))[0])
+        with FeatureCapture(student, names) as cap, cap.recording() as own:  # hooks gone: own inputs again
+            student(**kwargs)
+    drifted = [n for n in names if not torch.allclose(own[n][0], forced[n][0])]
+    assert drifted and names[0] not in drifted  # the first layer's input is the same in both models
+
+
+def test_teacher_forcing_refuses_to_run_a_layer_nothing_was_fed_to():
+    student = lindit.convert(BUILDERS["pixart"](), "edit")
+    names = list(converted_layers(student))
+    with TeacherForcing(student, names) as forcing:
+        with pytest.raises(RuntimeError, match="ran before any teacher input was fed"):
+            student(**inputs("pixart", 8, 8))
+        with pytest.raises(ValueError, match=f"no teacher input recorded for layer {names[0]}"):
+            forcing.feed({})

@@ -54,3 +54,22 @@ def test_a_stage_with_its_own_teacher_adopts_that_teachers_config(tmp_path):
     student = lindit.load(distill(cfg, tmp_path / "run"))
     assert student.config.sample_size == 16
     assert student.lindit_config["method"] == "edit"
+
+
+def test_layerwise_attention_transfer_fits_the_replaced_layers_alone_and_lowers_their_error(tmp_path):
+    data = tiny_dict("pixart", "edit")
+    data["stages"] = [{"name": "attention transfer", "steps": 12, "lr": 5e-3, "resolution": 16,
+                       "trainable": "attention", "feature_inputs": "teacher",
+                       "loss": {"task": 0.0, "kd": 0.0, "feature": 1.0}}]
+    teacher = build_teacher("pixart")
+    t_state = teacher.state_dict()
+    student = lindit.load(distill(parse_config(data), tmp_path / "run"))
+    inside, others = _split(student)
+    for name in others:  # every weight outside the replaced layers is still the teacher's
+        assert torch.equal(student.state_dict()[name], t_state[name]), name
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    header, first, last = rows[0].split(","), rows[1].split(","), rows[-1].split(",")
+    for term in ("task", "kd", "variance"):  # the feature term alone was computed
+        assert all(row.split(",")[header.index(term)] == "" for row in rows[1:]), term
+    col = header.index("feature")
+    assert float(last[col]) < 0.5 * float(first[col]), (first[col], last[col])

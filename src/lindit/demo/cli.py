@@ -28,6 +28,9 @@ def add_parser(subparsers) -> None:
                    "'none' for fresh attention weights (default: qkvo)")
     p.add_argument("--task-weight", type=float, help="weight of the noise-prediction loss in distillation "
                    "(default 0: distil from the teacher alone; 1: the papers' recipes)")
+    p.add_argument("--feature-inputs", choices=("student", "teacher"),
+                   help="what the replaced layers see in the first stage: their own hidden states (EDiT's feature "
+                   "distillation) or the teacher's (layer-wise attention transfer)")
     p.add_argument("--methods", nargs="+", metavar="M",
                    help="students to distil in every chosen family instead of its list: lindit.convert methods "
                    "or NAME:KEY=VALUE[,...] variants, e.g. --families pixart --methods edit edit_cf_q")
@@ -38,7 +41,8 @@ def settings_from(args) -> DemoSettings:
     overrides = {k: v for k, v in (("steps", args.steps), ("n_eval", args.n_eval),
                                    ("sample_steps", args.sample_steps), ("guidance", args.guidance),
                                    ("seed", args.seed), ("inherit", args.inherit),
-                                   ("task_weight", args.task_weight)) if v is not None}
+                                   ("task_weight", args.task_weight),
+                                   ("feature_inputs", args.feature_inputs)) if v is not None}
     if overrides.get("task_weight", 0) < 0:
         raise ValueError(f"--task-weight must be >= 0, got {overrides['task_weight']}")
     for name in ("steps", "n_eval", "sample_steps"):

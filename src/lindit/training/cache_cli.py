@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .config import DataSource, HFSource, load_config
+    from .config import DataSource, HFSource, check_bucket, load_config
 
     cfg = load_config(args.config, args.overrides)
     target = cfg.data.source.cache  # where training will read the cache, if the recipe says
@@ -43,6 +43,8 @@ def run(args) -> int:
     if out is None:
         raise ValueError("--out is required when the recipe's data.source is not a cache")
     resolutions = args.resolution or sorted({s.resolution for s in cfg.stages})
+    for res in resolutions:
+        check_bucket(res, cfg.data.bucket_multiple, "--resolution")
     for folder in encode(cfg, out, resolutions, args.batch_size, args.shard_size, args.device):
         print(f"wrote {folder}")
     return 0

@@ -156,6 +156,11 @@ class StageConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     batch_size: int | None = None  # default: data.batch_size
     warmup_steps: int | None = None  # default: optimizer.warmup_steps
+    # What the replaced layers see for the feature term. student: the student's own hidden states (EDiT's
+    # feature distillation). teacher: the input the teacher's layer got, so each layer is fitted to its
+    # teacher layer alone (layer-wise attention transfer, as LoLCATs' first stage); the student's output is
+    # then not its own, so this stage trains the replaced layers on the feature term only.
+    feature_inputs: Literal["student", "teacher"] = "student"
 
 
 @dataclass
@@ -259,6 +264,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     for i, stage in enumerate(cfg.stages):
         stage.loss = stage.loss.filled(RECIPES[cfg.recipe])
         _check_stage(stage, f"stages[{i}]")
+        check_bucket(stage.resolution, cfg.data.bucket_multiple, f"stages[{i}].resolution")
         named = named or stage.teacher.kind() != "same"
         if stage.loss.needs_teacher() and not named and not _has_teacher(cfg):
             raise ValueError(f"stages[{i}].loss needs a teacher: set model.base, model.teacher or stages[{i}].teacher")
@@ -284,8 +290,26 @@ def _check_stage(stage: StageConfig, where: str) -> None:
             raise ValueError(f"{where}.loss.{key}: must be >= 0")
     if not any(getattr(stage.loss, k) > 0 for k in ("task", "kd", "feature", "variance")):
         raise ValueError(f"{where}.loss: every weight is zero")
+    if stage.feature_inputs == "teacher":
+        others = {k: getattr(stage.loss, k) for k in ("task", "kd", "variance") if getattr(stage.loss, k) > 0}
+        if stage.loss.feature <= 0 or others or stage.trainable != "attention":
+            raise ValueError(
+                f"{where}.feature_inputs: teacher fits each replaced layer to its teacher layer, so the stage needs "
+                f"trainable: attention and loss.feature > 0 alone; got trainable: {stage.trainable}, "
+                f"loss.feature: {stage.loss.feature}, other loss terms: {others or 'none'}")
     if stage.steps < 1 or stage.resolution < 1 or stage.lr <= 0:
         raise ValueError(f"{where}: steps, resolution and lr must be positive")
+
+
+def check_bucket(resolution: int, multiple: int, where: str) -> None:
+    # Bucket sides are rounded to multiples of data.bucket_multiple (at least one multiple), so a resolution
+    # that is not a multiple would silently train at another size: 32 px with the default 64 trains at
+    # 64 px, where a teacher made for 32 px may be far off its training distribution.
+    if multiple >= 1 and resolution % multiple:
+        raise ValueError(
+            f"{where}: {resolution} is not a multiple of data.bucket_multiple ({multiple}), so its "
+            f"square bucket would be {max(multiple, round(resolution / multiple) * multiple)} px; set "
+            f"data.bucket_multiple to a divisor of {resolution} or a resolution that is a multiple of {multiple}")
 
 
 def _check_positive(cfg: RunConfig) -> None:

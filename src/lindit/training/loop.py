@@ -32,7 +32,7 @@ from .checkpoint import checkpoint_root, load_checkpoint, read_state, resolve_re
 from .components import DTYPES, Components, build_components, stage_data, student_for_stage
 from .config import RunConfig, dump_config, load_config, parse_config
 from .data import BatchOrder, BucketBatches, collate, drop_captions
-from .hooks import FeatureCapture
+from .hooks import FeatureCapture, TeacherForcing
 from .losses import TERMS, loss_terms, total_loss
 from .metrics import MetricsLog, postfix, progress_bar, tensorboard_available
 from .models import rebuild, save_student, trainable_parameters
@@ -140,10 +140,14 @@ class Trainer:
                                 acc.process_index, acc.num_processes)  # fmt: skip
         loader = DataLoader(data, batch_sampler=BatchOrder(batches, position), collate_fn=collate,
                             num_workers=self.cfg.data.num_workers)  # fmt: skip
-        names = list(converted_layers(student, attention_only=True)) if weights["feature"] > 0 else []
+        forced = stage.feature_inputs == "teacher"
+        # Teacher forcing fits every replaced layer (Mix-FFNs too: they are trainable and get no other signal).
+        names = list(converted_layers(student, attention_only=not forced)) if weights["feature"] > 0 else []
         with ExitStack() as hooks:  # feature hooks exist only while this stage trains
-            caps = [hooks.enter_context(FeatureCapture(m, names)) for m in (student, teacher)] if names else None
-            loop = _StageLoop(self, i, model, student, teacher, optimizer, scheduler, params, weights, caps)
+            caps = [hooks.enter_context(FeatureCapture(student, names)),
+                    hooks.enter_context(FeatureCapture(teacher, names, inputs=forced))] if names else None
+            forcing = hooks.enter_context(TeacherForcing(student, names)) if forced else None
+            loop = _StageLoop(self, i, model, student, teacher, optimizer, scheduler, params, weights, caps, forcing)
             stopped = loop.run(loader, stage_step, position, max_steps)
         comp.student, self.model = acc.unwrap_model(model, keep_fp32_wrapper=False), model
         if teacher is not None and i + 1 < len(self.cfg.stages) and not self.cfg.stages[i + 1].loss.needs_teacher():
@@ -184,9 +188,11 @@ class Trainer:
 class _StageLoop:
     """The micro-steps of one stage."""
 
-    def __init__(self, trainer: Trainer, index, model, student, teacher, optimizer, scheduler, params, weights, caps):
+    def __init__(self, trainer: Trainer, index, model, student, teacher, optimizer, scheduler, params, weights, caps,
+                 forcing: TeacherForcing | None = None):  # fmt: skip
         self.t, self.index, self.model, self.student, self.teacher = trainer, index, model, student, teacher
         self.optimizer, self.scheduler, self.params, self.weights, self.caps = optimizer, scheduler, params, weights, caps
+        self.forcing = forcing
         self.stage = trainer.cfg.stages[index]
         self.window: dict[str, list[torch.Tensor]] = {}
         self.clock = time.perf_counter()
@@ -231,15 +237,29 @@ class _StageLoop:
         latents = moments["mean"] + moments["std"] * torch.randn(moments["mean"].shape, generator=gen).to(device)
         cond = drop_captions(cond, self.t.null, self.t.cfg.data.caption_dropout, gen)
         noisy = comp.objective(latents, gen)
+        if self.forcing is not None:
+            return self.forced_losses(noisy, cond)
         s_rec, t_rec = (c.recording() for c in self.caps) if self.caps else (nullcontext({}), nullcontext({}))
         with s_rec as s_feats:
             out = self.model(**model_inputs(comp, self.student, noisy, cond, torch.float32))[0]
-        t_out, t_feats = None, {}
-        if self.teacher is not None:
-            dtype = DTYPES[self.t.cfg.training.mixed_precision]
-            with torch.no_grad(), self.t.acc.autocast(), t_rec as t_feats:
-                t_out = self.teacher(**model_inputs(comp, self.teacher, noisy, cond, dtype))[0]
+        t_out, t_feats = (None, {}) if self.teacher is None else self.teacher_forward(noisy, cond, t_rec)
         return loss_terms(self.weights, noisy, out, comp.in_channels, t_out, s_feats, t_feats)
+
+    def teacher_forward(self, noisy, cond: dict, recording) -> tuple[torch.Tensor, dict]:
+        comp, dtype = self.t.comp, DTYPES[self.t.cfg.training.mixed_precision]
+        with torch.no_grad(), self.t.acc.autocast(), recording as t_feats:
+            t_out = self.teacher(**model_inputs(comp, self.teacher, noisy, cond, dtype))[0]
+        return t_out, t_feats
+
+    def forced_losses(self, noisy, cond: dict) -> dict[str, torch.Tensor]:
+        """Layer-wise attention transfer: the teacher runs first, then every replaced student layer runs on
+        its teacher layer's input (the student's forward goes through the prepared model, so DDP syncs)."""
+        s_cap, t_cap = self.caps
+        _, t_feats = self.teacher_forward(noisy, cond, t_cap.recording())
+        self.forcing.feed(t_cap.inputs)
+        with s_cap.recording() as s_feats:
+            self.model(**model_inputs(self.t.comp, self.student, noisy, cond, torch.float32))
+        return loss_terms(self.weights, noisy, None, self.t.comp.in_channels, None, s_feats, t_feats)
 
     def inputs(self, batch: dict) -> tuple[dict, dict]:
         """Latent moments {"mean", "std"} (B, C, h, w) and conditioning, on the device: encoded or cached."""
