@@ -10,6 +10,8 @@ from lindit.eval.quality import class_adherence
 from lindit.demo.plan import FAMILIES, DemoSettings, run_config
 from lindit.methods import methods
 from lindit.training.config import parse_config
+from lindit.training.data import make_buckets
+from lindit.world.teachers import settings_of
 from lindit.world.shapes import ShapesClassDataset
 
 
@@ -20,6 +22,9 @@ def test_every_demo_run_config_is_a_valid_training_config(family):
         assert method in valid
         cfg = parse_config(run_config(family, method, DemoSettings(steps=10)))
         assert sum(s.steps for s in cfg.stages) == 10 and cfg.model.method == method
+        size = settings_of(FAMILIES[family].teacher).size  # students learn at the size their teacher knows
+        for stage in cfg.stages:
+            assert make_buckets(stage.resolution, cfg.data.aspect_ratios, cfg.data.bucket_multiple) == [(size, size)]
 
 
 def test_inherit_setting_reaches_convert_options_except_kv_compress():
@@ -49,6 +54,21 @@ def test_task_weight_sets_the_noise_loss_of_every_stage_and_keeps_the_recipes_ot
     args = build_parser(only="demo").parse_args(["demo", "--task-weight", "-1"])
     with pytest.raises(ValueError, match="--task-weight must be >= 0, got -1.0"):
         settings_from(args)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_feature_inputs_teacher_makes_the_first_half_a_layerwise_attention_transfer(family):
+    from lindit.cli import build_parser
+    from lindit.demo.cli import settings_from
+
+    args = build_parser(only="demo").parse_args(["demo", "--steps", "10", "--feature-inputs", "teacher"])
+    cfg = parse_config(run_config(family, FAMILIES[family].methods[0], settings_from(args)))
+    first, second = cfg.stages  # LiT's single stage, too, gets the transfer in front
+    assert (first.feature_inputs, first.trainable, first.steps, second.steps) == ("teacher", "attention", 5, 5)
+    assert (first.loss.task, first.loss.kd, first.loss.feature, first.loss.variance) == (0.0, 0.0, 1.0, 0.0)
+    assert second.feature_inputs == "student" and second.trainable == "all" and second.loss.kd > 0
+    default = parse_config(run_config(family, FAMILIES[family].methods[0], DemoSettings(steps=10)))
+    assert all(s.feature_inputs == "student" for s in default.stages)
 
 
 def test_methods_option_picks_the_students_and_passes_variant_options_to_convert(tmp_path):
@@ -124,21 +144,8 @@ def test_quick_demo_writes_the_report_schema_grids_and_plot(quick_demo):
     assert report["settings"]["quick"] and report["checks"]
 
 
-# MM-EDiT students of the built-in MM-DiT teacher stay at the mean image (blank samples, MSE to the teacher
-# 0.026-0.027 against a bound of 0.024) after 40, 100 or 120 steps, with or without inherited projections:
-# a known failure tracked in issue 6. Cause found: the teacher's image queries put 2-98% of their attention
-# on the 16 prompt tokens (per layer, head and timestep), and the paper's token-count eta (64 / 80 here)
-# flattens that; even with exact softmax image-image attention it cuts the prompt's effect on the output
-# 40-fold. strict: this starts failing, and must be updated, once the students learn it.
-# With the latent-space teachers (stop 13) the same holds for every MM-DiT student, exact eta included
-# (tracked in issue 6). The DiT teacher's LiT student was just short of the bound after 40 steps while the
-# noise-prediction loss was part of the demo's distillation; distilled from the teacher alone it passes.
-_MEAN_IMAGE_CASES = ["pixart", pytest.param("mmdit", marks=pytest.mark.xfail(
-    strict=True, reason="MM-EDiT distillation in the built-in world does not beat the mean image yet")), "dit"]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("family", _MEAN_IMAGE_CASES)
+@pytest.mark.parametrize("family", ["pixart", "mmdit", "dit"])
 def test_quick_demo_students_beat_the_mean_image(quick_demo, family):
     # From the same noise and prompt, a distilled student is closer to its teacher's image than the dataset's
     # mean image is: E|a - mean|^2 is half of E|a - b|^2 for independent a, b, i.e. half the teacher's
