@@ -306,9 +306,12 @@ def check_bucket(resolution: int, multiple: int, where: str) -> None:
     # that is not a multiple would silently train at another size: 32 px with the default 64 trains at
     # 64 px, where a teacher made for 32 px may be far off its training distribution.
     if multiple >= 1 and resolution % multiple:
+        from .data import make_buckets
+
+        side = make_buckets(resolution, [1.0], multiple)[0][0]
         raise ValueError(
             f"{where}: {resolution} is not a multiple of data.bucket_multiple ({multiple}), so its "
-            f"square bucket would be {max(multiple, round(resolution / multiple) * multiple)} px; set "
+            f"square bucket would be {side} px; set "
             f"data.bucket_multiple to a divisor of {resolution} or a resolution that is a multiple of {multiple}")
 
 

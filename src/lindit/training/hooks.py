@@ -140,4 +140,3 @@ class TeacherForcing(_Hooks):
             return self.fed[name]
 
         return hook
-

@@ -33,7 +33,7 @@ from .components import DTYPES, Components, build_components, stage_data, studen
 from .config import RunConfig, dump_config, load_config, parse_config
 from .data import BatchOrder, BucketBatches, collate, drop_captions
 from .hooks import FeatureCapture, TeacherForcing
-from .losses import TERMS, loss_terms, total_loss
+from .losses import TERMS, feature_loss, loss_terms, total_loss
 from .metrics import MetricsLog, postfix, progress_bar, tensorboard_available
 from .models import rebuild, save_student, trainable_parameters
 
@@ -259,7 +259,7 @@ class _StageLoop:
         self.forcing.feed(t_cap.inputs)
         with s_cap.recording() as s_feats:
             self.model(**model_inputs(self.t.comp, self.student, noisy, cond, torch.float32))
-        return loss_terms(self.weights, noisy, None, self.t.comp.in_channels, None, s_feats, t_feats)
+        return {"feature": feature_loss(s_feats, t_feats)}  # the stage's only term (checked by the config)
 
     def inputs(self, batch: dict) -> tuple[dict, dict]:
         """Latent moments {"mean", "std"} (B, C, h, w) and conditioning, on the device: encoded or cached."""

@@ -108,11 +108,9 @@ def feature_loss(student: dict, teacher: dict) -> torch.Tensor:
 def loss_terms(weights: dict[str, float], batch: NoisyBatch, s_out: torch.Tensor, in_channels: int,
                t_out: torch.Tensor | None = None, s_feats: dict | None = None,
                t_feats: dict | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
-    """The loss terms with a non-zero weight (unweighted), from model outputs (B, C_out, H, W); ``s_out`` may
-    be None when only the feature term is weighted (layer-wise attention transfer)."""
+    """The loss terms with a non-zero weight (unweighted), from model outputs (B, C_out, H, W)."""
+    s_pred, s_var = split_output(s_out, in_channels)
     terms = {}
-    if any(weights[k] > 0 for k in ("task", "kd", "variance")):
-        s_pred, s_var = split_output(s_out, in_channels)
     if weights["task"] > 0:
         terms["task"] = mse(s_pred, batch.target, batch.weighting)
     if weights["kd"] > 0 or weights["variance"] > 0:
