@@ -71,6 +71,31 @@ def test_feature_inputs_teacher_makes_the_first_half_a_layerwise_attention_trans
     assert all(s.feature_inputs == "student" for s in default.stages)
 
 
+def test_schedule_ema_and_caption_dropout_options_reach_the_training_config():
+    from lindit.cli import build_parser
+    from lindit.demo.cli import settings_from
+
+    parser = build_parser(only="demo")
+    args = parser.parse_args(["demo", "--steps", "10", "--lr-schedule", "cosine", "--ema", "warmup",
+                              "--caption-dropout", "0.3"])
+    cfg = parse_config(run_config("pixart", "edit", settings_from(args)))
+    assert cfg.optimizer.schedule == "cosine" and cfg.ema.use_warmup and cfg.data.caption_dropout == 0.3
+    assert parse_config(run_config("pixart", "edit", DemoSettings(caption_dropout=None))).data.caption_dropout == 0.1
+    cfg = parse_config(run_config("pixart", "edit", settings_from(parser.parse_args(["demo", "--lr", "0.002",
+                                                                                       "--batch-size", "32"]))))
+    assert [s.lr for s in cfg.stages] == [0.002, 0.002 / 5] and cfg.data.batch_size == 32
+    with pytest.raises(ValueError, match="--lr must be positive, got 0.0"):
+        settings_from(parser.parse_args(["demo", "--lr", "0"]))
+    with pytest.raises(ValueError, match=r"--caption-dropout must be in \[0, 1\), got 1.0"):
+        settings_from(parser.parse_args(["demo", "--caption-dropout", "1"]))
+    cfg = parse_config(run_config("pixart", "edit", settings_from(parser.parse_args(["demo", "--ema", "0.99"]))))
+    assert cfg.ema.decay == 0.99 and not cfg.ema.use_warmup
+    assert parse_config(run_config("dit", "lit", DemoSettings(steps=10))).ema is None
+    for bad in ("1.5", "often"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["demo", "--ema", bad])
+
+
 def test_methods_option_picks_the_students_and_passes_variant_options_to_convert(tmp_path):
     from lindit.cli import build_parser
     from lindit.demo.cli import settings_from
@@ -88,6 +113,9 @@ def test_methods_option_picks_the_students_and_passes_variant_options_to_convert
         with pytest.raises(ValueError, match=words):
             run_demo(DemoSettings(families=("pixart",), students=(bad,)), tmp_path / "out")
         assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cosin'"):
+        run_demo(DemoSettings(families=("pixart",), schedule="cosin"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_checks_the_teacher_bar_and_the_ablation_claims_only_for_students_that_ran():
@@ -140,7 +168,9 @@ def test_quick_demo_writes_the_report_schema_grids_and_plot(quick_demo):
             assert 0.0 <= row["adherence"] <= 1.0 and row["fid"] > 0 and row["latency_s"] > 0
             assert isinstance(row["train_steps"], int) and row["train_seconds"] >= 0
         assert (out / f"{family}_samples.png").stat().st_size > 1000
-    assert (out / "latency.png").is_file() and "| edit |" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert (out / "latency.png").is_file() and "| edit |" in text
+    assert "120 steps (batch 16, lr 0.001, cosine schedule, 30% of prompts dropped)" in text
     assert report["settings"]["quick"] and report["checks"]
 
 

@@ -73,6 +73,11 @@ def test_cross_field_rules():
     parse_config(data)
     data["stages"][0]["trainable"] = "all"
     assert "stages[0].feature_inputs: teacher fits each replaced layer" in _error(data)
+    # The schedule and EMA decay are checked before any model is built.
+    assert _error(tiny_dict(), ["optimizer.schedule=cosin"]).startswith(
+        "optimizer.schedule: unknown learning-rate schedule 'cosin'; choose from linear, cosine")
+    assert parse_config(tiny_dict(), ["optimizer.schedule=cosine"]).optimizer.schedule == "cosine"
+    assert _error(tiny_dict(), ["ema={decay: 1.0}"]) == "ema.decay: must be in (0, 1), got 1.0"
 
 
 def test_the_recipe_fills_the_weights_a_stage_leaves_out():

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="one student per family, fewer steps and images")
     p.add_argument("--families", nargs="+", metavar="F", help="pixart, mmdit, dit (default: all)")
     p.add_argument("--steps", type=int, help="distillation steps per student")
+    p.add_argument("--lr", type=float, help="learning rate of the first stage; the second uses a fifth (default 1e-3)")
+    p.add_argument("--batch-size", type=int, help="distillation images per step (default 16)")
     p.add_argument("--n-eval", type=int, help="held-out prompts (images) per model")
     p.add_argument("--sample-steps", type=int, help="denoising steps per image")
     p.add_argument("--guidance", type=float, help="classifier-free guidance (default: each teacher's)")
@@ -31,21 +34,44 @@ def add_parser(subparsers) -> None:
     p.add_argument("--feature-inputs", choices=("student", "teacher"),
                    help="what the replaced layers see in the first stage: their own hidden states (EDiT's feature "
                    "distillation) or the teacher's (layer-wise attention transfer)")
+    p.add_argument("--caption-dropout", type=float, metavar="P",
+                   help="probability a distillation prompt (class) becomes the null one (default: the teacher's)")
+    p.add_argument("--lr-schedule", dest="schedule", metavar="NAME",
+                   help="learning-rate schedule of every stage, a diffusers get_scheduler name such as cosine "
+                   "(default: constant_with_warmup)")
+    p.add_argument("--ema", type=_ema, metavar="DECAY",
+                   help="evaluate an EMA of the student's weights: a decay in (0, 1) or 'warmup' "
+                   "(EMAModel's warm-up decay; default: the last weights)")
     p.add_argument("--methods", nargs="+", metavar="M",
                    help="students to distil in every chosen family instead of its list: lindit.convert methods "
                    "or NAME:KEY=VALUE[,...] variants, e.g. --families pixart --methods edit edit_cf_q")
     p.set_defaults(func=run)
 
 
+def _ema(text: str) -> float | str:
+    if text == "warmup":
+        return text
+    try:
+        decay = float(text)
+    except ValueError:
+        decay = -1.0
+    if not 0 < decay < 1:
+        raise argparse.ArgumentTypeError(f"--ema must be a decay in (0, 1) or 'warmup', got {text!r}")
+    return decay
+
+
+# Options that set the DemoSettings field of the same name.
+_SETTINGS = ("steps", "lr", "batch_size", "n_eval", "sample_steps", "guidance", "seed", "inherit", "task_weight",
+             "feature_inputs", "schedule", "ema", "caption_dropout")
+
+
 def settings_from(args) -> DemoSettings:
-    overrides = {k: v for k, v in (("steps", args.steps), ("n_eval", args.n_eval),
-                                   ("sample_steps", args.sample_steps), ("guidance", args.guidance),
-                                   ("seed", args.seed), ("inherit", args.inherit),
-                                   ("task_weight", args.task_weight),
-                                   ("feature_inputs", args.feature_inputs)) if v is not None}
+    overrides = {name: getattr(args, name) for name in _SETTINGS if getattr(args, name) is not None}
     if overrides.get("task_weight", 0) < 0:
         raise ValueError(f"--task-weight must be >= 0, got {overrides['task_weight']}")
-    for name in ("steps", "n_eval", "sample_steps"):
+    if not 0 <= overrides.get("caption_dropout", 0) < 1:
+        raise ValueError(f"--caption-dropout must be in [0, 1), got {overrides['caption_dropout']}")
+    for name in ("steps", "lr", "batch_size", "n_eval", "sample_steps"):
         if name in overrides and overrides[name] <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {overrides[name]}")
     if args.families:

@@ -87,13 +87,24 @@ def _task_words(s: dict) -> str:
     return f"its noise-prediction (task) loss weighted {weight:g}"
 
 
+def _budget_words(s: dict) -> str:
+    words = [f"batch {s['batch_size']}", f"lr {s['lr']:g}"]
+    if "schedule" in s:  # reports from before these settings: constant lr, the teacher's dropout, no EMA
+        words.append(f"{s['schedule']} schedule")
+    if s.get("caption_dropout") is not None:
+        words.append(f"{s['caption_dropout']:.0%} of prompts dropped")
+    if s.get("ema") is not None:
+        words.append(f"EMA {s['ema']}")
+    return ", ".join(words)
+
+
 def write_markdown(out: Path, report: dict, command: str) -> None:
     s = report["settings"]
     sizes = [int(k) for k in s["latency_sizes"]]
     lines = ["# lindit demo report", "",
              f"Made by `{command}` in {s['total_seconds']:.0f} s on {s['machine'].get('cpu', 'this CPU')} "
              f"({s['machine'].get('torch_threads', '?')} threads). Every student was distilled from its built-in teacher with "
-             f"the family's recipe for {s['steps']} steps (batch {s['batch_size']}), {_task_words(s)}; images: "
+             f"the family's recipe for {s['steps']} steps ({_budget_words(s)}), {_task_words(s)}; images: "
              f"{s['n_eval']} held-out "
              f"prompts per model, {s['sample_steps']} sampling steps, one seed for all models. FID is on the "
              "features of the world's shipped classifier against as many real world images (compare it only at "

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..eval.measure import machine_info
 from ..methods import method_variant
+from ..training.config import parse_config
 from ..world.teachers import SETTINGS_NAME, load_builtin_teacher, settings_of, teacher_dir
 from .evaluate import EvalSet, eval_set, latency, quality, sample
 from .plan import FAMILIES, DemoSettings, run_config
@@ -27,6 +28,8 @@ def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit dem
         teacher = load_builtin_teacher(FAMILIES[family].teacher)
         for student in settings.students:
             _check_student(family, student, teacher)
+        for method in settings.methods(family):  # e.g. an unknown learning-rate schedule
+            parse_config(run_config(family, method, settings))
     out.mkdir(parents=True, exist_ok=True)
     total = sum(1 + len(settings.methods(f)) for f in settings.families)
     bar = tqdm(total=total, desc="lindit demo", unit="model", position=0)
@@ -100,7 +103,7 @@ def _distill(family: str, method: str, settings: DemoSettings, out: Path):
     start = time.perf_counter()
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     distill(run_config(family, method, settings), folder)
-    return load(folder), time.perf_counter() - start
+    return load(folder / "ema" if settings.ema is not None else folder), time.perf_counter() - start
 
 
 def _log(family: str, name: str, row: dict) -> None:
