@@ -73,16 +73,16 @@ class DemoSettings:
     # Weight of the noise-prediction (task) loss in every stage. The papers' recipes (EDiT: task + KD + feature;
     # LiT: L_simple + 0.5 L_noise + 0.05 L_var) add it to distillation. 0 distils from the teacher alone (KD,
     # plus the recipe's feature and variance terms); 1.0 restores the recipe. With 160 steps at the teacher's
-    # 32 px (constant lr, dropout 0.1) neither is better: `--task-weight 1` moved EDiT's FID 592 -> 560 and adherence 95.3% -> 92.3%,
-    # MM-EDiT's 560 -> 574 and 79.3% -> 78.0%. (The 21-32 points it once cost were measured while the demo
-    # distilled at 64 px by mistake.)
+    # 32 px (constant lr, dropout 0.1) neither is better: `--task-weight 1` moved EDiT's FID 592 -> 560 and
+    # adherence 95.3% -> 92.3%, MM-EDiT's 560 -> 574 and 79.3% -> 78.0%. (The 21-32 points it once cost were
+    # measured while the demo distilled at 64 px by mistake.)
     task_weight: float = 0.0
     # First stage (half the steps): "student" distils with the recipe's terms on the student's own hidden
     # states; "teacher" fits each replaced layer to its teacher layer on the teacher's inputs (layer-wise
     # attention transfer; every family, LiT's single stage included, then trains everything with its recipe).
     # Measured with 80 steps, constant lr and dropout 0.1 (`--feature-inputs teacher` against the default then):
-    # EDiT FID 575 -> 609, LinFusion
-    # 540 -> 621, MM-EDiT 772 -> 653 and 39% -> 50% adherence, LiT 806 -> 739 but 63% -> 47%: not a default.
+    # EDiT FID 575 -> 609, LinFusion 540 -> 621, MM-EDiT 772 -> 653 and 39% -> 50% adherence, LiT 806 -> 739 but
+    # 63% -> 47%: not a default.
     feature_inputs: str = "student"
     # Probability that a distillation caption (class) becomes the null one; None: the teacher's own (0.1). With
     # classifier-free guidance the sampler runs the student on the null prompt as often as on the real one,
@@ -94,8 +94,8 @@ class DemoSettings:
     # decays to zero at each stage's end (EDiT FID 591.8 -> 549.9 at 160 steps, above).
     schedule: str = "cosine"
     # EMA of the student's weights (diffusers EMAModel): None keeps the last weights; a float is a fixed decay;
-    # "warmup" is EMAModel's warm-up decay 1 - (1 + step)^(-2/3), 0.97 after 160 steps. At 160 steps EDiT: constant
-    # lr with EMA 552.3 / 94.3%, cosine with EMA 563.3 / 93.7% (cosine alone 549.9 / 94.7%): not a default.
+    # "warmup" is EMAModel's warm-up decay 1 - (1 + step)^(-2/3), 0.97 after 160 steps. EDiT at 160 steps with
+    # --ema warmup: constant lr 552.3 / 94.3%, cosine 563.3 / 93.7% (cosine alone 549.9 / 94.7%): not a default.
     ema: float | str | None = None
     # Students to distil instead of each family's list: lindit.convert method names or variants
     # (NAME:KEY=VALUE[,...], e.g. "edit_cf_q" or "mm_edit_exact:softmax_qk=raw"), reported under that name.

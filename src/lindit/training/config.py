@@ -274,6 +274,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.model.student is None and not _has_teacher(cfg):
         raise ValueError("model: nothing to convert: set model.base or model.teacher (or model.student.lindit)")
     _check_positive(cfg)
+    _check_averaging(cfg)
     return cfg
 
 
@@ -329,18 +330,18 @@ def _check_positive(cfg: RunConfig) -> None:
         raise ValueError(f"data.caption_dropout: must be in [0, 1), got {cfg.data.caption_dropout}")
     if not cfg.data.aspect_ratios or min(cfg.data.aspect_ratios) <= 0:
         raise ValueError("data.aspect_ratios: needs at least one positive ratio")
-    _check_schedule(cfg.optimizer.schedule)
-    if cfg.ema is not None and not 0.0 < cfg.ema.decay < 1.0:
-        raise ValueError(f"ema.decay: must be in (0, 1), got {cfg.ema.decay}")
 
 
-def _check_schedule(name: str) -> None:
-    # Checked here: get_scheduler would only fail when the first stage starts, after the models are built.
+def _check_averaging(cfg: RunConfig) -> None:
+    """The lr schedule and EMA, checked here: get_scheduler and EMAModel would fail only when training starts."""
     from diffusers.optimization import SchedulerType
 
     valid = [t.value for t in SchedulerType]
-    if name not in valid:
-        raise ValueError(f"optimizer.schedule: unknown learning-rate schedule {name!r}; choose from {', '.join(valid)}")
+    if cfg.optimizer.schedule not in valid:
+        raise ValueError(f"optimizer.schedule: unknown learning-rate schedule {cfg.optimizer.schedule!r}; "
+                         f"choose from {', '.join(valid)}")
+    if cfg.ema is not None and not 0.0 < cfg.ema.decay < 1.0:
+        raise ValueError(f"ema.decay: must be in (0, 1), got {cfg.ema.decay}")
 
 
 def dump_config(cfg: RunConfig) -> str:
