@@ -49,10 +49,10 @@ class DemoSettings:
     # each): 300 images per model, and 240 steps per student. Measured on the PixArt-style EDiT student with
     # `lindit demo --families pixart --methods edit` and the options named (FID / adherence / PSNR to the
     # teacher), from 160 steps at a constant lr: 591.8 / 95.3% / 25.7 dB; --lr-schedule cosine 549.9 / 94.7% /
-    # 25.8; cosine --caption-dropout 0.3 540.4 / 95.0% / 25.8; cosine --steps 320 548.4 / 94.0% / 26.3; cosine
-    # --lr 2e-3 538.5 / 93.3% / 26.2; cosine --batch-size 32 571.9 / 94.7% / 25.9; cosine, dropout 0.3,
-    # lr 2e-3, 320 steps 539.3 / 94.7% / 26.9 (LinFusion 484.3 / 95.7% / 28.0). docs/demo/report.md has the
-    # latest run's time.
+    # 25.8; cosine --caption-dropout 0.3 540.4 / 95.0% / 25.8 (0.5: 544.6 / 94.3% / 25.7); cosine --steps 320
+    # 548.4 / 94.0% / 26.3; cosine --lr 2e-3 538.5 / 93.3% / 26.2; cosine --batch-size 32 571.9 / 94.7% / 25.9;
+    # cosine, dropout 0.3, lr 2e-3, 320 steps 539.3 / 94.7% / 26.9 (LinFusion 484.3 / 95.7% / 28.0); constant
+    # lr, dropout 0.3, 320 steps 530.1 / 93.7% / 26.8. docs/demo/report.md has the latest run's time.
     steps: int = 240  # optimisation steps per student (half attention-only, half everything)
     batch_size: int = 16
     lr: float = 1e-3
