@@ -131,7 +131,7 @@ def _loss(recipe: str, task_weight: float) -> dict:
     return {**asdict(RECIPES[recipe]), "task": task_weight}
 
 
-def _ema(ema: float | str | None) -> dict | None:
+def _ema_config(ema: float | str | None) -> dict | None:
     if ema is None:
         return None
     return {"use_warmup": True} if ema == "warmup" else {"decay": float(ema)}
@@ -180,7 +180,7 @@ def run_config(family: str, student: str, settings: DemoSettings) -> dict:
         "stages": [s for s in stages if s["steps"] > 0],
         "optimizer": {"warmup_steps": min(10, settings.steps // 4), "weight_decay": 0.0,
                       "schedule": settings.schedule},
-        "ema": _ema(settings.ema),
+        "ema": _ema_config(settings.ema),
         "training": {"mixed_precision": "no", "max_grad_norm": 1.0},
         "checkpointing": {"every": 10**9, "keep": 1},
         "logging": {"every": max(1, settings.steps // 10), "progress_bar": True},

@@ -88,12 +88,10 @@ def _task_words(s: dict) -> str:
 
 
 def _budget_words(s: dict) -> str:
-    words = [f"batch {s['batch_size']}", f"lr {s['lr']:g}"]
-    if "schedule" in s:  # reports from before these settings: constant lr, the teacher's dropout, no EMA
-        words.append(f"{s['schedule']} schedule")
-    if s.get("caption_dropout") is not None:
+    words = [f"batch {s['batch_size']}", f"lr {s['lr']:g}", f"{s['schedule']} schedule"]
+    if s["caption_dropout"] is not None:  # None: the teacher's own dropout
         words.append(f"{s['caption_dropout']:.0%} of prompts dropped")
-    if s.get("ema") is not None:
+    if s["ema"] is not None:
         words.append(f"EMA {s['ema']}")
     return ", ".join(words)
 
