@@ -184,3 +184,17 @@ def test_quick_demo_students_beat_the_mean_image(quick_demo, family):
     for name, row in rows.items():
         if name != "teacher":
             assert row["mse_to_teacher"] < 0.5 * rows["teacher"]["mse_unpaired"], name
+
+
+def test_default_steps_are_each_familys_and_steps_overrides_them_all():
+    from lindit.demo.report import _steps_words
+
+    for family, plan in FAMILIES.items():
+        default = parse_config(run_config(family, plan.methods[0], DemoSettings()))
+        assert sum(s.steps for s in default.stages) == plan.steps
+        assert sum(s.steps for s in parse_config(run_config(family, plan.methods[0], DemoSettings(steps=30))).stages) == 30
+        assert DemoSettings.quick_settings().steps_for(family) == 120
+    assert FAMILIES["pixart"].steps != FAMILIES["mmdit"].steps  # the words below cover the mixed case
+    words = _steps_words({"steps_by_family": {"pixart": 720, "mmdit": 240, "dit": 240}})
+    assert words == "720 steps (pixart), 240 steps (mmdit, dit)"
+    assert _steps_words({"steps_by_family": {"pixart": 120, "dit": 120}}) == "120 steps"

@@ -11,7 +11,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from .plan import DemoSettings, check_families
+from .plan import FAMILIES, DemoSettings, check_families
 
 
 def add_parser(subparsers) -> None:
@@ -20,7 +20,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
     p.add_argument("--quick", action="store_true", help="one student per family, fewer steps and images")
     p.add_argument("--families", nargs="+", metavar="F", help="pixart, mmdit, dit (default: all)")
-    p.add_argument("--steps", type=int, help="distillation steps per student")
+    p.add_argument("--steps", type=int, help="distillation steps per student (default: each family's, pixart "
+                   f"{FAMILIES['pixart'].steps}, mmdit {FAMILIES['mmdit'].steps}, dit {FAMILIES['dit'].steps}; "
+                   "--quick: 120)")
     p.add_argument("--lr", type=float, help="learning rate of the first stage; the second uses a fifth (default 1e-3)")
     p.add_argument("--batch-size", type=int, help="distillation images per step (default 16)")
     p.add_argument("--n-eval", type=int, help="held-out prompts (images) per model")
@@ -37,8 +39,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--caption-dropout", type=float, metavar="P",
                    help="probability a distillation prompt (class) becomes the null one (default: the teacher's)")
     p.add_argument("--lr-schedule", dest="schedule", metavar="NAME",
-                   help="learning-rate schedule of every stage, a diffusers get_scheduler name such as cosine "
-                   "(default: constant_with_warmup)")
+                   help="learning-rate schedule of every stage, a diffusers get_scheduler name "
+                   "(default: cosine)")
     p.add_argument("--ema", type=_ema, metavar="DECAY",
                    help="evaluate an EMA of the student's weights: a decay in (0, 1) or 'warmup' "
                    "(EMAModel's warm-up decay; default: the last weights)")

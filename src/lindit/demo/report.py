@@ -87,6 +87,16 @@ def _task_words(s: dict) -> str:
     return f"its noise-prediction (task) loss weighted {weight:g}"
 
 
+def _steps_words(s: dict) -> str:
+    """'120 steps', or each family's: '720 steps (pixart), 240 steps (mmdit, dit)'."""
+    by_steps: dict[int, list[str]] = {}
+    for family, steps in s["steps_by_family"].items():
+        by_steps.setdefault(steps, []).append(family)
+    if len(by_steps) == 1:
+        return f"{next(iter(by_steps))} steps"
+    return ", ".join(f"{steps} steps ({', '.join(families)})" for steps, families in by_steps.items())
+
+
 def _budget_words(s: dict) -> str:
     words = [f"batch {s['batch_size']}", f"lr {s['lr']:g}", f"{s['schedule']} schedule"]
     if s["caption_dropout"] is not None:  # None: the teacher's own dropout
@@ -102,7 +112,7 @@ def write_markdown(out: Path, report: dict, command: str) -> None:
     lines = ["# lindit demo report", "",
              f"Made by `{command}` in {s['total_seconds']:.0f} s on {s['machine'].get('cpu', 'this CPU')} "
              f"({s['machine'].get('torch_threads', '?')} threads). Every student was distilled from its built-in teacher with "
-             f"the family's recipe for {s['steps']} steps ({_budget_words(s)}), {_task_words(s)}; images: "
+             f"the family's recipe for {_steps_words(s)} ({_budget_words(s)}), {_task_words(s)}; images: "
              f"{s['n_eval']} held-out "
              f"prompts per model, {s['sample_steps']} sampling steps, one seed for all models. FID is on the "
              "features of the world's shipped classifier against as many real world images (compare it only at "

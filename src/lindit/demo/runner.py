@@ -35,7 +35,8 @@ def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit dem
     bar = tqdm(total=total, desc="lindit demo", unit="model", position=0)
     families = {family: _family(family, settings, out, bar) for family in settings.families}
     bar.close()
-    meta = {**asdict(settings), "total_seconds": round(time.perf_counter() - start, 1), "command": command,
+    meta = {**asdict(settings), "steps_by_family": {f: settings.steps_for(f) for f in settings.families},
+            "total_seconds": round(time.perf_counter() - start, 1), "command": command,
             "machine": machine_info(torch.device("cpu"))}
     report = write_json_report(out, meta, families)
     latency_plot(out / "latency.png", families)
@@ -61,7 +62,7 @@ def _family(family: str, settings: DemoSettings, out: Path, bar) -> dict[str, di
         student, seconds = _distill(family, method, settings, out)
         bar.set_postfix_str(f"{family}: measuring {method}")
         grid[method], table[method] = measure(student, teacher_images)
-        table[method].update(train_steps=settings.steps, train_seconds=round(seconds, 1))
+        table[method].update(train_steps=settings.steps_for(family), train_seconds=round(seconds, 1))
         _log(family, method, table[method])
         bar.update()
     sample_grid(out / f"{family}_samples.png", grid, [str(c) for c in _titles(family, evals)])
