@@ -154,3 +154,17 @@ def test_int8_text_encoder_load_peaks_lower_than_the_stored_weights(tmp_path):
                                            "num_layers": 12})
     full, int8 = peak_mb(tmp_path / "t5", "full"), peak_mb(tmp_path / "t5", "int8")
     assert int8 + 50 < full, (full, int8)  # 470 MB stored; int8 saves ~230 MB, torchao imports cost ~120
+
+
+def test_quality_runs_as_a_module_without_runpy_warning():
+    # The documented `python -m lindit.deploy.quality`: the package must not import the module first.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "lindit.deploy.quality", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--world" in done.stdout
+    from lindit.deploy import image_difference, quantization_quality, quantize
+
+    assert callable(image_difference) and callable(quantization_quality) and callable(quantize)

@@ -11,9 +11,20 @@ torchao, onnx, onnxruntime and onnxscript are the ``deploy`` extra, imported onl
 """
 
 from .export import ExportResult, export_model, verify
-from .quality import image_difference, quantization_quality
 from .quantize import quantize
 from .schemes import SCHEMES
+
+_LAZY = {"image_difference": ".quality", "quantization_quality": ".quality"}
+
+
+def __getattr__(name: str):
+    # quality is imported on first use, not with the package: `python -m lindit.deploy.quality` runs that
+    # module as __main__, and runpy warns when the package has already imported it under its own name.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["SCHEMES", "ExportResult", "export_model", "image_difference", "quantization_quality", "quantize",
            "verify"]
