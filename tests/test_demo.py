@@ -198,3 +198,10 @@ def test_default_steps_are_each_familys_and_steps_overrides_them_all():
     words = _steps_words({"steps_by_family": {"pixart": 720, "mmdit": 240, "dit": 240}})
     assert words == "720 steps (pixart), 240 steps (mmdit, dit)"
     assert _steps_words({"steps_by_family": {"pixart": 120, "dit": 120}}) == "120 steps"
+
+
+def test_students_read_the_familys_encoded_world_when_given_a_cache():
+    cfg = run_config("pixart", "edit", DemoSettings(steps=10), cache="out/cache/pixart")
+    assert cfg["data"]["source"] == {"cache": "out/cache/pixart"}
+    assert parse_config(cfg).data.source.cache == "out/cache/pixart"
+    assert "world" in run_config("pixart", "edit", DemoSettings(steps=10))["data"]["source"]
