@@ -34,7 +34,7 @@ FAMILIES: dict[str, FamilyPlan] = {
     # --methods edit --steps N`) is 553.3 / 94.7% at 240 steps, 523.9 / 94.3% at 480, 486.8 / 96.3% at 720,
     # 487.6 / 96.7% at 960 and 487.5 / 98.0% at 1920 (teacher 467.3 / 98.7%). With `--seed 1` (other
     # distillation draws and sampling noise; teacher 484.5 / 98.3%) 720 steps give 512.1 / 92.7%, outside the
-    # acceptance's 3 points, and 960 give 499.6 / 96.0%.
+    # acceptance's 3 points, and 960 give 499.6 / 96.0%; `--seed 2` at 960: 489.0 / 96.0% (teacher 490.0 / 97.7%).
     "pixart": FamilyPlan("pixart", "edit", ("edit", "lit", "sana", "linfusion", "kv_compress"), ("edit",), 960,
                          orderings=(("edit", "sana"), ("edit", "linfusion"), ("edit", "edit_sc_only")),
                          matches=(("edit", "edit_cf_q"),)),
