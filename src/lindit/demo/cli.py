@@ -20,9 +20,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
     p.add_argument("--quick", action="store_true", help="one student per family, fewer steps and images")
     p.add_argument("--families", nargs="+", metavar="F", help="pixart, mmdit, dit (default: all)")
-    p.add_argument("--steps", type=int, help="distillation steps per student (default: each family's, pixart "
-                   f"{FAMILIES['pixart'].steps}, mmdit {FAMILIES['mmdit'].steps}, dit {FAMILIES['dit'].steps}; "
-                   "--quick: 120)")
+    family_steps = ", ".join(f"{name} {plan.steps}" for name, plan in FAMILIES.items())
+    p.add_argument("--steps", type=int, help=f"distillation steps per student (default: each family's, "
+                   f"{family_steps}; --quick: 120)")
     p.add_argument("--lr", type=float, help="learning rate of the first stage; the second uses a fifth (default 1e-3)")
     p.add_argument("--batch-size", type=int, help="distillation images per step (default 16)")
     p.add_argument("--n-eval", type=int, help="held-out prompts (images) per model")

@@ -31,7 +31,7 @@ FAMILIES: dict[str, FamilyPlan] = {
     # EDiT Table 1 ablations: EDiT beats Spatial Compressor alone ("- SC SC"), and "compressing does not harm
     # performance" (EDiT against ConvFusion queries with uncompressed keys and values, "CF - -").
     # 960 steps: the EDiT student's FID / adherence with the other defaults (`lindit demo --families pixart
-    # --methods edit --steps N`) is 553.3 / 94.7% at 240 steps, 523.9 / 94.3% at 480, 486.8 / 96.3% at 720,
+    # --methods edit --steps N`) is 554.5 / 94.7% at 240 steps, 523.9 / 94.3% at 480, 486.8 / 96.3% at 720,
     # 487.6 / 96.7% at 960 and 487.5 / 98.0% at 1920 (teacher 467.3 / 98.7%). With `--seed 1` (other
     # distillation draws and sampling noise; teacher 484.5 / 98.3%) 720 steps give 512.1 / 92.7%, outside the
     # acceptance's 3 points, and 960 give 499.6 / 96.0%; `--seed 2` at 960: 489.0 / 96.0% (teacher 490.0 / 97.7%).
@@ -39,8 +39,8 @@ FAMILIES: dict[str, FamilyPlan] = {
                          orderings=(("edit", "sana"), ("edit", "linfusion"), ("edit", "edit_sc_only")),
                          matches=(("edit", "edit_cf_q"),)),
     # 240 steps: with 480 (`--families mmdit --methods mm_edit linear_mmdit_alpha --steps 480`) MM-EDiT's
-    # adherence rose from 73.0% to 80.7% but its FID moved from 560.3 to 611.1 (its 240-step runs spread over
-    # 560-606), and Linear MM-DiT-alpha's went from 536.4 / 54.3% to 572.3 / 76.0%: no ordering changed.
+    # adherence rose from 74.7% to 80.7% but its FID moved from 560.6 to 611.1 (its 240-step runs spread over
+    # 560-606), and Linear MM-DiT-alpha's went from 536.1 / 53.7% to 572.3 / 76.0%: no ordering changed.
     "mmdit": FamilyPlan("mmdit", "mm_edit", ("mm_edit", "mm_edit_exact", "linear_mmdit_alpha", "sana_mmdit"),
                         ("mm_edit",), 240, orderings=(("mm_edit", "linear_mmdit_alpha"),)),
     # LiT Guideline 2: few heads (the teacher has 4). 240 steps bring its FID below the teacher's.
@@ -191,7 +191,8 @@ def run_config(family: str, student: str, settings: DemoSettings, cache: str | N
                   "vae": "builtin",
                   "conditioning": "labels" if labels else "builtin", "scheduler": spec},
         # One square bucket at the teacher's own size (the default multiple, 64 px, would render 64 px images).
-        "data": {"source": {"cache": cache} if cache else {"world": world}, "batch_size": settings.batch_size, "caption_dropout": dropout,
+        "data": {"source": {"cache": cache} if cache else {"world": world}, "batch_size": settings.batch_size,
+                 "caption_dropout": dropout,
                  "aspect_ratios": [1.0], "bucket_multiple": teacher.size, "num_workers": 0},
         "stages": [s for s in stages if s["steps"] > 0],
         "optimizer": {"warmup_steps": min(10, steps // 4), "weight_decay": 0.0,
