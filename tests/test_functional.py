@@ -7,10 +7,13 @@ import torch
 
 from lindit.functional import (
     hybrid_attention,
+    hybrid_attention_reference,
+    joint_prompt_attention,
     linear_attention,
-    linear_attention_reference,
+    merge_by_lse,
     softmax_attention,
     softmax_attention_with_lse,
+    softmax_attention_with_lse_reference,
 )
 
 
@@ -23,49 +26,12 @@ def _values(*shape, dtype=torch.float32, seed=1):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
-def quadratic_linear_attention(q, k, v, eps=1e-6):
-    """EDiT Eq. (2) with sim(q, k) = q . k, as an explicit N x M matrix, in float64."""
+def quadratic_linear_attention(q, k, v, eps=1e-4):
+    """EDiT Eq. (2) with sim(q, k) = q . k, as an explicit N x M matrix, in float64; ``eps`` on the mean of the
+    similarities (LinFusion's convention, the default)."""
     q, k, v = q.double(), k.double(), v.double()
     sim = q @ k.transpose(-2, -1)  # (B, H, N, M)
-    return (sim @ v) / (sim.sum(-1, keepdim=True) + eps)
-
-
-@pytest.mark.parametrize("impl", [linear_attention, linear_attention_reference])
-@pytest.mark.parametrize("n, m", [(37, 37), (53, 14), (1, 5)])
-def test_linear_attention_equals_quadratic_form(impl, n, m):
-    q, k, v = _features(2, 3, n, 7), _features(2, 3, m, 7, seed=2), _values(2, 3, m, 5)
-    out = impl(q, k, v)
-    assert out.shape == (2, 3, n, 5) and out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), quadratic_linear_attention(q, k, v), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
-def test_fast_linear_attention_matches_reference_outputs_and_gradients(dtype, tol):
-    shapes = [(2, 3, 41, 9), (2, 3, 13, 9), (2, 3, 13, 6)]
-    q, k, v = (t.to(dtype).requires_grad_() for t in (_features(*shapes[0]), _features(*shapes[1], seed=3), _values(*shapes[2])))
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    out = linear_attention(q, k, v)
-    ref = linear_attention_reference(q64, k64, v64)
-    assert out.dtype == dtype
-    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
-    grad = _values(*out.shape, seed=4)
-    out.backward(grad.to(dtype))
-    ref.backward(grad.double())
-    for mine, theirs in ((q, q64), (k, k64), (v, v64)):
-        scale = theirs.grad.abs().max()
-        torch.testing.assert_close(mine.grad.double() / scale, theirs.grad / scale, rtol=tol, atol=4 * tol)
-
-
-def test_fp16_linear_attention_stays_finite_at_262144_tokens():
-    n = 262_144  # 8192 px / 8 (VAE) / 2 (patch), squared
-    k = torch.full((1, 1, n, 8), 1.0, dtype=torch.float16) + _features(1, 1, n, 8, dtype=torch.float16)
-    assert torch.isinf(k.sum(dim=-2)).any(), "the naive fp16 key sum must overflow, or this test proves nothing"
-    q = _features(1, 1, n, 8, dtype=torch.float16, seed=5) + 0.5
-    v = _values(1, 1, n, 8, dtype=torch.float16) * 100
-    out = linear_attention(q, k, v)
-    assert out.dtype == torch.float16 and torch.isfinite(out).all()
-    expected = linear_attention_reference(q[:, :, :64].double(), k.double(), v.double())
-    torch.testing.assert_close(out[:, :, :64].double(), expected, rtol=2e-3, atol=0.1)
+    return (sim @ v) / (sim.sum(-1, keepdim=True) + eps * k.shape[-2])
 
 
 def test_softmax_attention_with_lse_matches_explicit_softmax():
@@ -98,7 +64,7 @@ def test_hybrid_linear_exact_eta_matches_float64_reference():
     q_i, k_i, v_i, q_p, k_p, v_p = _joint_inputs()
     q_i, k_i = torch.relu(q_i), torch.relu(k_i[:, :, :11])  # compressed image keys: 11 of them
     v_i = v_i[:, :, :11]
-    out_i, _ = hybrid_attention(q_i, k_i, v_i, q_p, k_p, v_p, eta="exact")
+    out_i, _ = hybrid_attention(q_i, k_i, v_i, q_p, k_p, v_p, eta="exact", eps="linfusion")
     qd, kd, kpd = q_i.double(), k_i.double(), k_p.double()
     s_lin = (qd @ kd.transpose(-2, -1)).sum(-1, keepdim=True)  # sum_j phi(q).phi(k_j), unscaled
     s_exp = torch.exp(qd @ kpd.transpose(-2, -1) / math.sqrt(8)).sum(-1, keepdim=True)
@@ -192,3 +158,82 @@ def test_hybrid_softmax_term_can_take_its_own_image_queries():
     torch.testing.assert_close(exact.double(), w * a_lin + (1 - w) * a_sm, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"q_img_softmax must have q_img's shape \(2, 3, 29, 8\), got \(2, 3, 28, 8\)"):
         hybrid_attention(fq, fk, v_i, None, k_p, v_p, q_img_softmax=q_i[:, :, :28])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_softmax_with_lse_gradients_flow_through_both_outputs(dtype):
+    """Against autograd through the materialised reference: out and lse both carry gradients (eta^Lin and the
+    prompt-row merge depend on lse); odd shapes, keys and queries of different counts."""
+    q, k, v = (_values(2, 3, n, 8, seed=s).to(dtype).requires_grad_() for n, s in ((13, 20), (7, 21), (7, 22)))
+    out, lse = softmax_attention_with_lse(q, k, v)
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref, ref_lse = softmax_attention_with_lse_reference(q64, k64, v64)
+    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float64: 1e-12}[dtype]
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(lse.double(), ref_lse, rtol=tol, atol=tol)
+    g_out, g_lse = _values(*out.shape, seed=23), _values(*lse.shape, seed=24)
+    (out.double() * g_out).sum().add_((lse.double() * g_lse).sum()).backward()
+    ((ref * g_out).sum() + (ref_lse * g_lse).sum()).backward()
+    for mine, theirs in ((q, q64), (k, k64), (v, v64)):
+        torch.testing.assert_close(mine.grad.double(), theirs.grad, rtol=4 * tol, atol=4 * tol)
+
+
+def test_softmax_with_lse_in_chunks_equals_one_pass(monkeypatch):
+    """Off the fused CPU kernel (other devices, unequal head sizes) queries go in chunks: same result."""
+    import lindit.functional as fn
+
+    q, k, v = _values(1, 2, 37, 8, seed=25), _values(1, 2, 11, 8, seed=26), _values(1, 2, 11, 5, seed=27)
+    whole = softmax_attention_with_lse(q, k, v)  # dv != d: the chunked path already
+    monkeypatch.setattr(fn, "SCORE_CHUNK", 2 * 11 * 5)  # five queries per chunk
+    chunked = softmax_attention_with_lse(q, k, v)
+    ref = softmax_attention_with_lse_reference(q, k, v)
+    for a, b, r in zip(whole, chunked, ref):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
+
+
+def test_merging_by_lse_is_softmax_over_the_union_and_tolerates_empty_parts():
+    q, k, v = _values(2, 2, 5, 8, seed=28), _values(2, 2, 19, 8, seed=29), _values(2, 2, 19, 8, seed=30)
+    parts = [softmax_attention_with_lse(q, k[:, :, a:b], v[:, :, a:b]) for a, b in ((0, 4), (4, 4), (4, 19))]
+    assert torch.isneginf(parts[1][1]).all() and (parts[1][0] == 0).all()  # no keys: weight 0, not NaN
+    out, lse = merge_by_lse(parts)
+    ref_out, ref_lse = softmax_attention_with_lse_reference(q, k, v)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5)
+    prompt_rows = joint_prompt_attention(q, k[:, :, :13], v[:, :, :13], k[:, :, 13:], v[:, :, 13:])
+    torch.testing.assert_close(prompt_rows, softmax_attention(q, k, v), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("image_attention, eta", [("linear", "approx"), ("linear", "exact"), ("softmax", "exact"),
+                                                  ("linear", 0.3)])
+@pytest.mark.parametrize("n_i, m_i, n_p", [(29, 29, 7), (35, 9, 5), (6, 1, 11)])
+def test_hybrid_equals_its_reference_outputs_and_gradients(image_attention, eta, n_i, m_i, n_p):
+    """The streaming hybrid attention against the first implementation (materialised (N_I, N_P) scores,
+    concatenated prompt keys), on odd shapes with compressed keys."""
+    shapes = [(2, 3, n, 8) for n in (n_i, m_i, m_i, n_p, n_p, n_p)]
+    ins = [_values(*s, seed=40 + i) for i, s in enumerate(shapes)]
+    if image_attention == "linear":
+        ins[0], ins[1] = torch.relu(ins[0]), torch.relu(ins[1])
+    ins = [t.double().requires_grad_() for t in ins]
+    refs = [t.detach().clone().requires_grad_() for t in ins]
+    out = hybrid_attention(*ins, image_attention=image_attention, eta=eta)
+    ref = hybrid_attention_reference(*refs, image_attention=image_attention, eta=eta)
+    g = [_values(*o.shape, seed=50 + i).double() for i, o in enumerate(out)]
+    for mine, theirs in zip(out, ref):
+        torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-10)
+    sum((o * gi).sum() for o, gi in zip(out, g)).backward()
+    sum((o * gi).sum() for o, gi in zip(ref, g)).backward()
+    for mine, theirs in zip(ins, refs):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-8, atol=1e-9)
+
+
+def test_softmax_with_lse_takes_any_strides():
+    """Values of a row band come out of a conv channels-first: last-dim stride != 1 (the fused kernel's
+    assumption); the result must not depend on memory layout."""
+    q, k = _values(2, 2, 5, 8, seed=60), _values(2, 2, 9, 8, seed=61)
+    v = _values(2, 2, 8, 9, seed=62).transpose(-2, -1)  # (2, 2, 9, 8), stride(-1) = 9
+    assert v.stride(-1) != 1
+    out, lse = softmax_attention_with_lse(q, k, v)
+    ref, ref_lse = softmax_attention_with_lse_reference(q, k, v.contiguous())
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5)

@@ -51,10 +51,12 @@ def add_parser(subparsers) -> None:
     att.add_argument("--prompt-tokens", type=int, default=300, help="prompt tokens for joint mechanisms")
     att.set_defaults(func=run_attention)
     from .bench_paired import add_parser as add_paired
+    from .bench_precision import add_parser as add_precision
     from .bench_targets import add_parser as add_targets
 
     add_paired(kinds)
     add_targets(kinds)
+    add_precision(kinds)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..functional import linear_attention, softmax_attention
+from ..functional import DEFAULT_NORMALISER, linear_attention, softmax_attention
 from .grid import Grid, check_grid, merge_heads, split_heads, to_image, to_tokens
 from .shard import gather_rows, grid_conv, state_reducer
 from .token_maps import KVCompress, TokenMapOptions, build_token_map, feature_map
@@ -90,7 +90,8 @@ class LinearAttention(nn.Module):
     query/key/value name token maps (``linear``, ``convfusion``, ``compressor``, ``linfusion``); keys and
     values must agree on compression. ``phi`` is the feature function on queries and keys (``relu``,
     ``elu1``). ``value_conv=k`` adds LiT's depthwise k x k conv on the values to the attention output
-    (needs uncompressed values). The attention itself accumulates in float32 for any input dtype.
+    (needs uncompressed values). ``eps`` is the normaliser's epsilon convention (``lindit.functional.NORMALISERS``:
+    sana, lit, linfusion, lindit; default LinFusion's). The attention keeps its sums in float32 for any dtype.
     """
 
     def __init__(
@@ -107,7 +108,7 @@ class LinearAttention(nn.Module):
         inner_dim: int | None = None,
         out_dim: int | None = None,
         bias: bool = True,
-        eps: float = 1e-6,
+        eps: str | float = DEFAULT_NORMALISER,
         options: TokenMapOptions = TokenMapOptions(),
     ):
         super().__init__()

@@ -27,10 +27,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..functional import hybrid_attention, linear_attention_apply, linear_attention_state, softmax_attention
+from ..functional import (DEFAULT_NORMALISER, hybrid_attention, joint_prompt_attention, linear_attention_apply,
+                          linear_attention_state, softmax_attention)
 from .attention import _check_heads, _check_kv_maps, qk_norm_layer
 from .grid import Grid, check_grid, merge_heads, split_heads
-from .shard import gather_rows, global_count, state_reducer
+from .shard import gather_rows, global_count, lse_combiner, state_reducer
 from .token_maps import TokenMapOptions, build_token_map, feature_map
 
 MODES = ("softmax", "hybrid", "linear")
@@ -67,7 +68,7 @@ class JointAttention(nn.Module):
         out_dim: int | None = None,
         context_pre_only: bool = False,
         bias: bool = True,
-        eps: float = 1e-6,
+        eps: str | float = DEFAULT_NORMALISER,
         options: TokenMapOptions = TokenMapOptions(),
     ):
         super().__init__()
@@ -149,11 +150,11 @@ class JointAttention(nn.Module):
                                     eta_logit_bias=self.eta_logit_bias, q_img_softmax=sq)
         if q_p is None:
             return out_i, None
-        return out_i, softmax_attention(q_p, *self._all_keys(sk, v_i, k_p, v_p, k_grid))  # prompt rows of Eq. 7
+        return out_i, joint_prompt_attention(q_p, sk, v_i, k_p, v_p, combine=lse_combiner(k_grid))  # prompt rows
 
     def _linear(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
-        prompt_state = linear_attention_state(self.prompt_phi(k_p), v_p)  # replicated: added once
-        state, count = state_reducer(k_grid, extra=prompt_state)(*linear_attention_state(self.phi(k_i), v_i))
+        prompt_state = linear_attention_state(self.prompt_phi(k_p), v_p, self.eps)  # replicated: added once
+        state, count = state_reducer(k_grid, extra=prompt_state)(*linear_attention_state(self.phi(k_i), v_i, self.eps))
         out_i = linear_attention_apply(self.phi(q_i), state, count, self.eps).to(q_i.dtype)
         if q_p is None:
             return out_i, None

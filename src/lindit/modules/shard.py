@@ -9,7 +9,12 @@ paths are untouched and only the operations below look at the shard:
 * ``grid_group_norm``: GroupNorm with statistics all-reduced over the whole image;
 * ``state_reducer``: linear attention's (heads x d x d) state, all-reduced: the only communication whose
   size does not grow with the image (far cheaper than ring attention for softmax);
+* ``lse_combiner``: softmax attention of a few queries (MM-EDiT's prompt rows) over every band's image keys,
+  from each band's (output, log-sum-exp): no image key leaves its process;
 * ``gather_rows``: every process's tokens, in global row-major order (softmax attention to image keys).
+
+Every tensor handed to a collective lives on the input's device (NCCL reduces only GPU tensors) and no
+operation reads a tensor back to the host: token counts come from the grid, which every process knows.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from .grid import Grid
 
 @dataclass(frozen=True)
 class RowShard:
-    """Rows [start, stop) of a grid with ``rows`` rows, held by ``rank`` of ``world`` processes."""
+    """Rows [start, stop) of a grid with ``rows`` rows, held by ``rank`` of ``world`` processes. ``bands``: every
+    rank's (start, stop), so a gather knows each part's size without asking (default: ``partition_rows``)."""
 
     rank: int
     world: int
@@ -35,6 +41,11 @@ class RowShard:
     start: int
     stop: int
     group: object = None
+    bands: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self):
+        if self.bands is None:
+            object.__setattr__(self, "bands", tuple(partition_rows(self.rows, self.world, r) for r in range(self.world)))
 
     @property
     def first(self) -> bool:
@@ -120,7 +131,8 @@ def grid_conv(conv: nn.Conv2d, img: torch.Tensor, grid: Grid, edge: str = "zeros
         return out, (out.shape[2], out.shape[3])
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     r_lo, r_hi = math.ceil(shard.start / s), math.ceil(shard.stop / s)
-    out_shard = RowShard(shard.rank, shard.world, math.ceil(shard.rows / s), r_lo, r_hi, shard.group)
+    bands = tuple((math.ceil(a / s), math.ceil(b / s)) for a, b in shard.bands)
+    out_shard = RowShard(shard.rank, shard.world, math.ceil(shard.rows / s), r_lo, r_hi, shard.group, bands)
     ext = _halo(img, shard, p, k - 1 - p, edge)  # global rows [start - p, stop + k - 1 - p)
     if r_hi == r_lo:  # a one-row band at an odd offset may own no strided output row
         w_out = (img.shape[3] + 2 * conv.padding[1] - k) // conv.stride[1] + 1
@@ -151,15 +163,15 @@ def grid_group_norm(norm: nn.GroupNorm, img: torch.Tensor, grid: Grid) -> torch.
 
 def state_reducer(grid: Grid, extra=None):
     """``reduce_state`` for ``linear_attention``: sums the image-key states of all bands. ``extra`` is a
-    (state, count) of replicated keys (prompt tokens) added once, after the reduction."""
+    (state, count) of replicated keys (prompt tokens) added once, after the reduction. The global key count
+    is the grid's (rows x width), known to every process: no count is communicated."""
     shard = shard_of(grid)
     if shard is None and extra is None:
         return None
 
     def reduce(state, count):
         if shard is not None:
-            state = _all_reduce(state.clone(), shard)
-            count = int(_all_reduce(torch.tensor([float(count)], dtype=torch.float64), shard).item())
+            state, count = _all_reduce(state.clone(), shard), shard.rows * grid[1]
         if extra is not None:
             state, count = state + extra[0], count + extra[1]
         return state, count
@@ -167,20 +179,33 @@ def state_reducer(grid: Grid, extra=None):
     return reduce
 
 
+def lse_combiner(grid: Grid):
+    """``combine`` for ``joint_prompt_attention``: every band's (out, lse) of the prompt queries over its own
+    image keys, gathered (B x H x N_P x (d + 1) per band); None when not sharded."""
+    shard = shard_of(grid)
+    if shard is None:
+        return None
+
+    def combine(parts):
+        out, lse = parts[0]
+        outs, lses = _all_gather(out.contiguous(), shard), _all_gather(lse.contiguous(), shard)
+        return list(zip(outs, lses))
+
+    return combine
+
+
 def gather_rows(tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Tokens (..., n_local, C) of every band, concatenated in global row-major order -> (..., n_total, C)."""
     shard = shard_of(grid)
     if shard is None:
         return tokens
-    counts = _all_gather(torch.tensor([tokens.shape[-2]], device=tokens.device), shard)
-    longest = max(int(c.item()) for c in counts)
-    padded = F.pad(tokens, (0, 0, 0, longest - tokens.shape[-2]))  # all_gather needs equal shapes
+    counts = [(stop - start) * grid[1] for start, stop in shard.bands]  # known to all: no sync
+    padded = F.pad(tokens, (0, 0, 0, max(counts) - tokens.shape[-2]))  # all_gather needs equal shapes
     parts = _all_gather(padded, shard)
-    return torch.cat([part[..., : int(n.item()), :] for part, n in zip(parts, counts)], dim=-2)
+    return torch.cat([part[..., :n, :] for part, n in zip(parts, counts)], dim=-2)
 
 
 def global_count(n_local: int, grid: Grid) -> int:
+    """The token count of the whole grid (rows x width) from a band's count; no communication."""
     shard = shard_of(grid)
-    if shard is None:
-        return n_local
-    return int(_all_reduce(torch.tensor([float(n_local)], dtype=torch.float64), shard).item())
+    return n_local if shard is None else shard.rows * grid[1]
