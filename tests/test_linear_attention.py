@@ -184,3 +184,20 @@ def test_default_convention_bounds_the_query_gradient_of_dead_queries(dtype):
             assert grad <= bound and bound < 1e6, (n, delta, grad, bound)
     old = [query_gradient("lindit", n, dtype, 0.0)[0] for n in (256, 4096)]
     assert old[1] > 1e4 * query_gradient(DEFAULT_NORMALISER, 4096, dtype, 0.0)[0] and old[1] > 4 * old[0]
+
+
+@pytest.mark.parametrize("family, method", [("pixart", "edit"), ("sd3", "mm_edit"), ("sd3", "sana_mmdit")])
+def test_the_convention_is_a_convert_option_that_reaches_every_layer_and_persists(tmp_path, family, method):
+    import lindit
+    from lindit.integrations.diffusers import converted_layers
+    from tiny_models import BUILDERS
+
+    student = lindit.convert(BUILDERS[family](), method, eps="lit")
+    layers = [m.inner for m in converted_layers(student, attention_only=True).values()]
+    assert layers and all(layer.eps == "lit" for layer in layers)
+    lindit.save(student, tmp_path / "s")
+    assert all(m.inner.eps == "lit" for m in converted_layers(lindit.load(tmp_path / "s"), attention_only=True).values())
+    default = lindit.convert(BUILDERS[family](), method)
+    assert all(m.inner.eps == DEFAULT_NORMALISER for m in converted_layers(default, attention_only=True).values())
+    with pytest.raises(ValueError, match="unknown normaliser 'sanaa'"):
+        lindit.convert(BUILDERS[family](), method, eps="sanaa")

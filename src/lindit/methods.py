@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .functional import DEFAULT_NORMALISER, normaliser
 from .modules import JointAttention, LinearAttention, SoftmaxAttention, TokenMapOptions
 
 
@@ -49,6 +50,13 @@ def _token_options(opts: dict[str, Any]) -> TokenMapOptions:
     return replace(TokenMapOptions(), **{k: v for k, v in opts.items() if k in names})
 
 
+def _eps(opts: dict[str, Any]):
+    """The normaliser convention option (``eps``: sana, lit, linfusion, lindit or a float), checked here."""
+    eps = opts.get("eps", DEFAULT_NORMALISER)
+    normaliser(eps)
+    return eps
+
+
 def _linear_self(query, key, value, phi="relu", value_conv=None, heads=None):
     def build(spec: LayerSpec, **opts) -> nn.Module:
         return LinearAttention(
@@ -63,6 +71,7 @@ def _linear_self(query, key, value, phi="relu", value_conv=None, heads=None):
             inner_dim=spec.inner_dim,
             out_dim=spec.out_dim,
             bias=spec.bias,
+            eps=_eps(opts),
             options=_token_options(opts),
         )
 
@@ -101,14 +110,15 @@ def _joint(mode, query="convfusion", key="compressor", value="compressor", promp
             out_dim=spec.out_dim,
             context_pre_only=spec.context_pre_only,
             bias=spec.bias,
+            eps=_eps(opts),
             options=_token_options(opts),
         )
 
     return build
 
 
-_CF = ("cf_reduction", "cf_groups", "cf_negative_slope")
-_SC = ("sc_kernel", "sc_stride")
+_CF = ("cf_reduction", "cf_groups", "cf_negative_slope", "eps")  # eps: every linear method's normaliser
+_SC = ("sc_kernel", "sc_stride", "eps")
 
 REGISTRY: dict[str, Method] = {
     m.name: m
@@ -122,11 +132,11 @@ REGISTRY: dict[str, Method] = {
         Method("edit_cf_q", "self", "EDiT Table 1 (ablation)", "ConvFusion on Q only, K/V uncompressed",
                _linear_self("convfusion", "linear", "linear"), options=_CF),
         Method("lit", "self", "LiT Sec. 3 (Guidelines 1-2), Tables 1-2", "ReLU linear attention, 2 heads, 5x5 depthwise conv on V",
-               _linear_self("linear", "linear", "linear", value_conv=5, heads=2), options=("heads", "value_conv")),
+               _linear_self("linear", "linear", "linear", value_conv=5, heads=2), options=("heads", "value_conv", "eps")),
         Method("sana", "self", "EDiT Table 1 (SANA-DiT baseline)", "ReLU linear attention with Mix-FFN in place of the feed-forward",
-               _linear_self("linear", "linear", "linear"), feed_forward="mixffn", options=("mlp_ratio",)),
+               _linear_self("linear", "linear", "linear"), feed_forward="mixffn", options=("mlp_ratio", "eps")),
         Method("linfusion", "self", "EDiT Table 1 (LinFusion-DiT baseline)", "LinFusion's 1+ELU(Linear(x + MLP(x))) features",
-               _linear_self("linfusion", "linfusion", "linear", phi="elu1"), options=("lf_mid_dim",)),
+               _linear_self("linfusion", "linfusion", "linear", phi="elu1"), options=("lf_mid_dim", "eps")),
         Method("kv_compress", "self", "EDiT Table 1 (KV Comp.), PixArt-Sigma", "softmax attention with KV token compression",
                _kv_compress, options=("factor", "layers")),
         Method("mm_edit", "joint", "EDiT Sec. 3.2, Table 2", "hybrid attention, eta approximated by token counts",
@@ -134,13 +144,13 @@ REGISTRY: dict[str, Method] = {
         Method("mm_edit_exact", "joint", "EDiT Table 2 (MM-EDiT with eta^Lin)", "hybrid attention with the exact eta^Lin",
                _joint("hybrid", eta="exact"), self_method="edit", options=("softmax_qk",) + _CF + _SC),
         Method("mm_edit_plain", "joint", "EDiT Table 2 (no phi_CF, phi_SC)", "hybrid attention with plain linear maps",
-               _joint("hybrid", "linear", "linear", "linear"), self_method="sana", options=("eta", "softmax_qk")),
+               _joint("hybrid", "linear", "linear", "linear"), self_method="sana", options=("eta", "softmax_qk", "eps")),
         Method("linear_mmdit_alpha", "joint", "EDiT Table 2 (Linear MM-DiT-alpha)", "linear attention for all pairs, CF/SC image maps",
                _joint("linear"), self_method="edit", options=_CF + _SC),
         Method("linear_mmdit_beta", "joint", "EDiT Table 2 (Linear MM-DiT-beta)", "alpha with LinFusion features for prompt tokens",
                _joint("linear", prompt_qk="linfusion", prompt_phi="elu1"), self_method="edit", options=_CF + _SC + ("lf_mid_dim",)),
         Method("sana_mmdit", "joint", "EDiT Table 2 (SANA-MM-DiT)", "ReLU linear attention everywhere, Mix-FFN feed-forwards",
-               _joint("linear", "linear", "linear", "linear"), self_method="sana", feed_forward="mixffn", options=("mlp_ratio",)),
+               _joint("linear", "linear", "linear", "linear"), self_method="sana", feed_forward="mixffn", options=("mlp_ratio", "eps")),
     ]
 }
 

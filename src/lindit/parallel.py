@@ -8,7 +8,9 @@ communicate only where the math needs it (``lindit.modules.shard``): linear atte
 (heads x d x d) state, convolutions swap halo rows, GroupNorm all-reduces its statistics, and softmax
 attention to image keys (prompt queries of MM-EDiT, KV compression) gathers those keys.
 
-Inference only: the collectives are not differentiable.
+Every collective tensor lives on the device of the activations (NCCL reduces GPU tensors only) and no
+layer reads a tensor back to the host. The process group serves both devices ("cpu:gloo,cuda:nccl" where
+CUDA is present), so a model on either device works. Inference only: the collectives are not differentiable.
 """
 
 from __future__ import annotations
@@ -75,12 +77,20 @@ def enable_sequence_parallel(model: nn.Module, group=None) -> nn.Module:
     return model
 
 
+def backend() -> str:
+    """The process group's backend: gloo for CPU tensors, plus NCCL for CUDA tensors where CUDA is present."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def _use_local_gpu(local_rank: int) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())  # one process per GPU
+
+
 def _worker(rank: int, world: int, store: str, fn, args) -> None:
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, init_method=f"file://{store}", rank=rank, world_size=world)
+    dist.init_process_group(backend(), init_method=f"file://{store}", rank=rank, world_size=world)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    if backend == "nccl":
-        torch.cuda.set_device(rank % torch.cuda.device_count())
+    _use_local_gpu(rank)
     try:
         fn(rank, world, *args)
     finally:
@@ -89,9 +99,11 @@ def _worker(rank: int, world: int, store: str, fn, args) -> None:
 
 def launch(fn, world: int, *args) -> None:
     """Run ``fn(rank, world, *args)`` in ``world`` processes with torch.distributed initialised (gloo on
-    CPU, NCCL on GPUs). Under torchrun (RANK/WORLD_SIZE set) the current process just joins its group."""
+    CPU, NCCL on GPUs, one GPU per process). Under torchrun (RANK/WORLD_SIZE set) the current process just
+    joins its group."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend())
+        _use_local_gpu(int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
         try:
             fn(dist.get_rank(), dist.get_world_size(), *args)
         finally:

@@ -52,11 +52,13 @@ def add_parser(subparsers) -> None:
     att.set_defaults(func=run_attention)
     from .bench_paired import add_parser as add_paired
     from .bench_precision import add_parser as add_precision
+    from .bench_profile import add_parser as add_profile
     from .bench_targets import add_parser as add_targets
 
     add_paired(kinds)
     add_targets(kinds)
     add_precision(kinds)
+    add_profile(kinds)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
