@@ -10,19 +10,19 @@ of that round's ratio, reported with its quartiles: a slowdown lasting longer th
 
 Models are built exactly as in ``lindit bench model`` (``lindit.convert`` on the published config with
 random weights); the ratios are per block type and for all blocks of the full depth (the sum of each type's
-time times its count).
+time times its count). ``--dtype float32 bfloat16`` times every method in each dtype within the same rounds
+and adds each method's float32 / bfloat16 ratio, so a dtype comparison is interleaved as well.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from .bench_device import dtype_name, timed
 from .bench_model import BlockTimer, ModelSettings, meta_model, one_block_model, type_plan
-from .measure import synchronize
 from .presets import Preset
 
 ALL = "all blocks"  # the depth-weighted sum, EDiT Table 3's one-forward ratio without embedding and head
@@ -34,12 +34,14 @@ class PairedMethod:
     counts: dict[str, int]  # block type -> blocks of that type in the full depth
     gflop: dict[str, float]  # block type -> GFLOP of one block
     seconds: dict[str, list[float]] = field(default_factory=dict)  # block type -> one time per round
+    dtype: str = "float32"
 
     def round_total(self, r: int) -> float:
         return sum(self.seconds[k][r] * n for k, n in self.counts.items())
 
     def as_dict(self) -> dict:
-        return {"method": self.method, "counts": self.counts, "block_gflop": self.gflop, "block_s": self.seconds}
+        return {"method": self.method, "dtype": self.dtype, "counts": self.counts, "block_gflop": self.gflop,
+                "block_s": self.seconds}
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -57,27 +59,26 @@ def _timers(preset: Preset, method: str, h: int, w: int, s: ModelSettings) -> tu
     timers = {label: BlockTimer(one_block_model(full, i, s.device, s.dtype), one_block_model(full, i, None, None),
                                 inputs, s) for label, i in first.items()}
     gflop = {label: t.gflop() for label, t in timers.items()}
-    return PairedMethod(method, counts, gflop, {label: [] for label in timers}), timers
+    dtype = str(s.dtype).removeprefix("torch.")
+    return PairedMethod(method, counts, gflop, {label: [] for label in timers}, dtype), timers
 
 
 def _once(fn, device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
+    return timed(fn, device)
 
 
 def run_rounds(preset: Preset, methods: list[str], height_px: int, width_px: int, rounds: int, s: ModelSettings,
-               progress=None) -> list[PairedMethod]:
-    """Build every method's blocks, warm each up once, then time ``rounds`` interleaved rounds."""
+               progress=None, dtypes=None) -> list[PairedMethod]:
+    """Build every method's blocks (in each of ``dtypes``, default ``s.dtype``), warm each up once, then time
+    ``rounds`` interleaved rounds."""
     if "teacher" not in methods:
         raise ValueError(f"--methods must include 'teacher' (the ratios are teacher / method), got {methods}")
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     for method in methods:  # a bad method or option fails before any block is built
         meta_model(preset, method)
-    built = [_timers(preset, m, height_px // 8, width_px // 8, s) for m in methods]
+    settings = [replace(s, dtype=d) for d in (dtypes or [s.dtype])]
+    built = [_timers(preset, m, height_px // 8, width_px // 8, st) for st in settings for m in methods]
     for _, timers in built:
         for timer in timers.values():
             timer.call_block()  # warm-up: allocator, oneDNN primitives
@@ -91,26 +92,42 @@ def run_rounds(preset: Preset, methods: list[str], height_px: int, width_px: int
     return [result for result, _ in built]
 
 
-def ratios(results: list[PairedMethod]) -> dict[str, dict[str, dict]]:
-    """method -> block type (and ALL) -> {"q1", "median", "q3", "flop_ratio"} of teacher / method."""
+def ratios(results: list[PairedMethod], dtype: str | None = None) -> dict[str, dict[str, dict]]:
+    """method -> block type (and ALL) -> {"q1", "median", "q3", "flop_ratio"} of teacher / method, within one
+    dtype (default: the first timed)."""
+    dtype = dtype or results[0].dtype
+    results = [r for r in results if r.dtype == dtype]
     teacher = next(r for r in results if r.method == "teacher")
-    rounds = len(next(iter(teacher.seconds.values())))
     out = {}
     for res in results:
-        if res is teacher:
-            continue
-        per = {}
-        for label in res.seconds:
-            if label not in teacher.seconds:  # a conversion that changed the block types (kv_compress layers)
-                continue
-            values = [teacher.seconds[label][r] / res.seconds[label][r] for r in range(rounds)]
-            per[label] = _summary(values, teacher.gflop[label] / res.gflop[label])
-        totals = [teacher.round_total(r) / res.round_total(r) for r in range(rounds)]
-        flops = sum(g * teacher.counts[k] for k, g in teacher.gflop.items()) / sum(
-            g * res.counts[k] for k, g in res.gflop.items())
-        per[ALL] = _summary(totals, flops)
-        out[res.method] = per
+        if res is not teacher:
+            flops = sum(g * teacher.counts[k] for k, g in teacher.gflop.items()) / sum(
+                g * res.counts[k] for k, g in res.gflop.items())
+            out[res.method] = _per_round_ratios(teacher, res, lambda label: teacher.gflop[label] / res.gflop[label],
+                                                flops)
     return out
+
+
+def dtype_ratios(results: list[PairedMethod]) -> dict[str, dict[str, dict[str, dict]]]:
+    """method -> dtype -> block type (and ALL) -> summary of (first dtype's time) / (this dtype's time)."""
+    base = results[0].dtype
+    out: dict = {}
+    for res in results:
+        if res.dtype != base:
+            ref = next(r for r in results if r.method == res.method and r.dtype == base)
+            out.setdefault(res.method, {})[res.dtype] = _per_round_ratios(ref, res, lambda label: 1.0, 1.0)
+    return out
+
+
+def _per_round_ratios(num: PairedMethod, den: PairedMethod, flop_ratio, all_flops: float) -> dict[str, dict]:
+    rounds = len(next(iter(num.seconds.values())))
+    per = {}
+    for label in den.seconds:
+        if label in num.seconds:  # a conversion that changed the block types (kv_compress layers) has no pair
+            values = [num.seconds[label][r] / den.seconds[label][r] for r in range(rounds)]
+            per[label] = _summary(values, flop_ratio(label))
+    per[ALL] = _summary([num.round_total(r) / den.round_total(r) for r in range(rounds)], all_flops)
+    return per
 
 
 def _summary(values: list[float], flop_ratio: float) -> dict:
@@ -129,28 +146,36 @@ def paired_markdown(preset: Preset, results: list[PairedMethod], height_px: int,
                     machine: dict, dtype: str, command: str) -> str:
     from .report import fmt_seconds, markdown_table
 
+    dtypes = list(dict.fromkeys(r.dtype for r in results))
     rows = []
-    for method, per in ratios(results).items():
-        target = _target(preset.name, method, height_px, width_px)
-        for label, r in per.items():
-            verdict = "-"
-            if target is not None and label == ALL:
-                verdict = f">= {target.min_ratio:g}x: " + ("met" if r["median"] >= target.min_ratio else "**missed**")
-            rows.append([method, label, f"{r['median']:.2f}x", f"{r['q1']:.2f}-{r['q3']:.2f}x",
-                         f"{r['flop_ratio']:.2f}x", verdict])
-    times = [[res.method, label, str(res.counts[label]), fmt_seconds(statistics.median(secs)),
+    for d in dtypes:
+        for method, per in ratios(results, d).items():
+            target = _target(preset.name, method, height_px, width_px) if d == "float32" else None
+            for label, r in per.items():
+                verdict = "-"
+                if target is not None and label == ALL:
+                    verdict = f">= {target.min_ratio:g}x: " + ("met" if r["median"] >= target.min_ratio else "**missed**")
+                rows.append([method, d, label, f"{r['median']:.2f}x", f"{r['q1']:.2f}-{r['q3']:.2f}x",
+                             f"{r['flop_ratio']:.2f}x", verdict])
+    times = [[res.method, res.dtype, label, str(res.counts[label]), fmt_seconds(statistics.median(secs)),
               f"{res.gflop[label]:.1f}", f"{res.gflop[label] / statistics.median(secs):.0f}"]
              for res in results for label, secs in res.seconds.items()]
-    return "\n\n".join([
-        f"Made by `{command}`: {preset.name} at {height_px}x{width_px} px, {dtype}, {machine['device']} "
+    parts = [
+        f"Made by `{command}`: {preset.name} at {height_px}x{width_px} px, {', '.join(dtypes)}, {machine['device']} "
         f"({machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}). {rounds} rounds; "
-        "each round times one block of every type of every method back to back, in a rotating order. A ratio "
-        "is the median over rounds of that round's teacher / method time (quartiles beside it); "
+        "each round times one block of every type of every method (and dtype) back to back, in a rotating order. "
+        "A ratio is the median over rounds of that round's teacher / method time (quartiles beside it); "
         f"'{ALL}' weighs each block type by its count in the full depth.",
-        markdown_table(["method", "block type", "ratio (median)", "quartiles", "FLOP ratio", "target"], rows),
-        "Median block times\n\n" + markdown_table(
-            ["method", "block type", "blocks", "median time", "GFLOP", "GFLOP/s"], times),
-    ])
+        markdown_table(["method", "dtype", "block type", "ratio (median)", "quartiles", "FLOP ratio", "target"], rows),
+    ]
+    if len(dtypes) > 1:
+        drows = [[method, f"{dtypes[0]} / {d}", label, f"{r['median']:.2f}x", f"{r['q1']:.2f}-{r['q3']:.2f}x"]
+                 for method, by in dtype_ratios(results).items() for d, per in by.items() for label, r in per.items()]
+        parts.append(f"Speed-up of each method over {dtypes[0]} (median of per-round ratios, same rounds)\n\n"
+                     + markdown_table(["method", "dtypes", "block type", "ratio (median)", "quartiles"], drows))
+    parts.append("Median block times\n\n" + markdown_table(
+        ["method", "dtype", "block type", "blocks", "median time", "GFLOP", "GFLOP/s"], times))
+    return "\n\n".join(parts)
 
 
 def add_parser(kinds) -> None:
@@ -165,7 +190,9 @@ def add_parser(kinds) -> None:
                    help="'teacher' and the methods to compare with it; NAME:KEY=VALUE[,...] times a variant")
     p.add_argument("--size", default="1024", metavar="PX|HxW", help="image size in px (default 1024)")
     p.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", nargs="+", default=["float32"], type=dtype_name, metavar="DTYPE",
+                   help="float32, bfloat16 (bf16) or float16 (fp16); several are timed in the same rounds and "
+                        "compared with the first (default float32)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--out", type=Path, default=Path("bench-output"), help="directory for paired.md and paired.json")
     p.set_defaults(func=run)
@@ -186,20 +213,22 @@ def run(args) -> int:
     from .measure import machine_info, resolve_device, resolve_dtype
     from .presets import PRESETS
 
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    device, dtypes = resolve_device(args.device), [resolve_dtype(d) for d in dict.fromkeys(args.dtype)]
     height, width = parse_size(args.size)
     preset = PRESETS[args.preset]
-    settings = ModelSettings(device, dtype)
+    settings = ModelSettings(device, dtypes[0])
     with tqdm(total=args.rounds, desc="bench paired", unit="round") as bar:
-        results = run_rounds(preset, args.methods, height, width, args.rounds, settings, progress=bar)
+        results = run_rounds(preset, args.methods, height, width, args.rounds, settings, progress=bar, dtypes=dtypes)
     machine = machine_info(device)
     command = "lindit " + " ".join(getattr(args, "argv", ["bench", "paired"]))
-    md = paired_markdown(preset, results, height, width, args.rounds, machine, args.dtype, command)
+    md = paired_markdown(preset, results, height, width, args.rounds, machine, args.dtype[0], command)
     print(md)
     write_text(args.out / "paired.md", md + "\n")
     write_json(args.out / "paired.json", {
         "command": command, "preset": preset.name, "height_px": height, "width_px": width, "rounds": args.rounds,
-        "dtype": args.dtype, "machine": machine, "methods": [r.as_dict() for r in results],
-        "ratios": ratios(results)})
+        "dtype": args.dtype[0], "dtypes": list(dict.fromkeys(args.dtype)), "machine": machine,
+        "methods": [r.as_dict() for r in results], "ratios": ratios(results),
+        "ratios_by_dtype": {d: ratios(results, d) for d in dict.fromkeys(args.dtype)},
+        "dtype_ratios": dtype_ratios(results)})
     print(f"\nwrote {args.out / 'paired.md'} and {args.out / 'paired.json'}")
     return 0

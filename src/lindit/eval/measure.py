@@ -34,17 +34,16 @@ def time_call(fn, device: torch.device, warmup: int = 1, repeats: int = 5, budge
     """Median wall-clock seconds of ``fn()`` after ``warmup`` calls.
 
     Runs up to ``repeats`` times but stops early (after at least 3 runs) once ``budget_s`` is spent, so
-    slow cells cost a few runs and fast ones get many. CUDA work is synchronised before each clock read.
+    slow cells cost a few runs and fast ones get many. On CUDA each run is timed by CUDA events.
     """
+    from .bench_device import timed
+
     for _ in range(warmup):
         fn()
     synchronize(device)
     times, spent = [], 0.0
     while len(times) < repeats and (len(times) < 3 or spent < budget_s):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(timed(fn, device))
         spent += times[-1]
     return Timing(statistics.median(times), min(times), len(times))
 
