@@ -344,7 +344,8 @@ def _read_state(q, state, count: int, eps, with_log_norm: bool = False):
     out = num / x.to(q.dtype)  # (B, H, N, dv)
     if not with_log_norm:
         return out, None
-    log_norm = torch.log(den.clamp_min(torch.finfo(w.dtype).tiny)) + torch.log(scale) + math.log(max(count, 1))
+    log_norm = torch.log(den.clamp_min(torch.finfo(w.dtype).tiny)) + torch.log(scale * max(count, 1))  # no
+    # math.log(count): a Python float of the key count would make torch.compile specialise on the image size
     return out, log_norm
 
 

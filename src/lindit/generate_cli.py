@@ -24,7 +24,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--guidance", type=float, default=4.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1, help="images per prompt")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", type=_dtype, metavar="DTYPE",
+                   help="float32, bfloat16 (bf16) or float16 (fp16); linear attention keeps its sums in float32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer (the first step pays the compilation, later steps and "
+                        "calls at the same size reuse it)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, required=True, help="PNG path; several images get _0, _1 ... suffixes")
     p.add_argument("--profile", action="store_true", help="report wall time and peak memory")
@@ -36,6 +40,12 @@ def add_parser(subparsers) -> None:
                    help="with --low-memory: load the text encoders with int8 weights (torchao, during loading: "
                         "T5-XXL takes 4.7 GB instead of 9.3 GB in bfloat16) or as stored (default: int8)")
     p.set_defaults(func=run)
+
+
+def _dtype(text: str) -> str:
+    from .eval.bench_device import dtype_name
+
+    return dtype_name(text)
 
 
 def _default_size(pipe) -> int:
@@ -71,6 +81,8 @@ def run(args) -> int:
         raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
     if args.low_memory and args.parallel > 1:
         raise ValueError("--low-memory and --parallel do not combine; choose one")
+    if args.low_memory and args.compile:
+        raise ValueError("--low-memory and --compile do not combine (the transformer is loaded per stage); choose one")
     if args.parallel == 1:
         return _generate(0, 1, args)
     from .parallel import launch
@@ -110,7 +122,8 @@ def _generate(rank: int, world: int, args) -> int:
     if args.profile:
         report = {"seconds": round(seconds, 3), "peak_memory_mb": None if peak < 0 else round(peak / 2**20, 1),
                   "size": [req.height, req.width], "steps": req.steps, "dtype": args.dtype, "device": str(device),
-                  "processes": world, "low_memory": args.low_memory, "max_rss_mb": _max_rss_mb()}
+                  "processes": world, "low_memory": args.low_memory, "compile": args.compile,
+                  "max_rss_mb": _max_rss_mb()}
         print("profile: " + json.dumps(report))
     return 0
 
@@ -126,6 +139,8 @@ class _WholePipeline:
             from .parallel import enable_sequence_parallel
 
             enable_sequence_parallel(self.pipe.transformer)
+        if args.compile:
+            self.pipe.transformer.compile()  # in place: the pipeline keeps its transformer class and config
         self.encode = getattr(self.pipe, "lindit_encode_prompts", None)  # built-in world pipelines carry one
         self.method = (getattr(self.pipe.transformer, "lindit_config", None) or {}).get("method", "teacher")
 

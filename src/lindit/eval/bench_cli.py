@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..io import write_json, write_text
 from . import bench_attention as ba
+from .bench_device import dtype_name
 from .measure import machine_info, resolve_device, resolve_dtype
 from .report import fmt_mb, fmt_seconds, markdown_table, pivot
 from .presets import PRESETS
@@ -30,6 +31,8 @@ def add_parser(subparsers) -> None:
     model.add_argument("--layers", default="1", help="'1': time one block of each type and estimate the full "
                        "depth (labelled ~); 'full': time the real full-depth forward")
     model.add_argument("--no-attention", action="store_true", help="skip the attention-only timings")
+    model.add_argument("--compile", action="store_true",
+                       help="torch.compile every timed block (its first, compiling call is reported apart)")
     model.set_defaults(func=run_model)
     par = kinds.add_parser("parallel", help="sequence-parallel forward time and communication against P")
     par.add_argument("--preset", default="pixart-sigma", choices=list(PRESETS))
@@ -63,29 +66,47 @@ def add_parser(subparsers) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a small sweep that finishes in minutes")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", nargs="+", default=["float32"], type=dtype_name, metavar="DTYPE",
+                   help="float32, bfloat16 (bf16), float16 (fp16); several are timed in one run, and a half "
+                        "dtype brings float32 along as its baseline unless --baseline none")
+    p.add_argument("--baseline", default="float32", choices=["float32", "none"],
+                   help="the dtype every other one is compared with (default float32; none: only --dtype)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--max-seconds", type=float, default=None, help="skip cells predicted to take longer")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per cell (median reported)")
     p.add_argument("--out", type=Path, default=Path("bench-output"), help="directory for the JSON and markdown")
 
 
+def dtypes(args) -> list[str]:
+    """The run's dtypes, baseline first (bf16 alone is timed beside float32 so it can be compared)."""
+    wanted = list(dict.fromkeys(args.dtype))
+    if args.baseline != "none" and args.baseline not in wanted:
+        wanted.insert(0, args.baseline)
+    return sorted(wanted, key=lambda d: d != args.baseline)
+
+
 def run_attention(args) -> int:
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    device = resolve_device(args.device)
     names = args.mechanisms or (list(ba.QUICK_MECHANISMS) if args.quick else list(ba.mechanisms()))
     tokens = args.tokens or (ba.QUICK_TOKENS if args.quick else ba.FULL_TOKENS)
     max_seconds = args.max_seconds if args.max_seconds is not None else (10.0 if args.quick else None)
-    settings = ba.Settings(args.dim, args.heads, args.prompt_tokens, 1, dtype, device, max_seconds, args.repeats)
-    cells = ba.run(names, tokens, settings)
-    machine = machine_info(device)
-    md = attention_markdown(cells, settings, machine)
+    machine, parts, cells = machine_info(device), [], {}
+    for d in dtypes(args):
+        settings = ba.Settings(args.dim, args.heads, args.prompt_tokens, 1, resolve_dtype(d), device, max_seconds,
+                               args.repeats)
+        cells[d] = ba.run(names, tokens, settings)
+        parts.append(attention_markdown(cells[d], settings, machine))
+    if len(cells) > 1:
+        parts.append(_attention_dtype_table(cells))
+    md = "\n\n".join(parts)
     print(md)
     write_text(args.out / "attention.md", md + "\n")
     write_json(args.out / "attention.json", {
         "settings": {"dim": args.dim, "heads": args.heads, "prompt_tokens": args.prompt_tokens,
-                     "dtype": args.dtype, "device": str(device), "max_seconds": max_seconds},
+                     "dtype": dtypes(args)[0], "dtypes": dtypes(args), "device": str(device),
+                     "max_seconds": max_seconds},
         "machine": machine,
-        "cells": [c.as_dict() for c in cells],
+        "cells": [{**c.as_dict(), "dtype": d} for d, cs in cells.items() for c in cs],
     })
     print(f"\nwrote {args.out / 'attention.md'} and {args.out / 'attention.json'}")
     return 0
@@ -111,6 +132,19 @@ def attention_markdown(cells, settings: ba.Settings, machine: dict) -> str:
         "Speed-up over softmax self-attention (same run)\n\n" + markdown_table(header, ratio_rows),
         "Peak memory (MB, " + ("max allocated" if machine["device"].startswith("cuda") else "RSS growth") + ")\n\n" + memory,
     ] + (["\n".join(skipped)] if skipped else []))
+
+
+def _attention_dtype_table(cells: dict) -> str:
+    base, *others = list(cells)
+    ref = {(c.mechanism, c.tokens): c.latency_s for c in cells[base]}
+    rows = []
+    for d in others:
+        for c in cells[d]:
+            r = ref.get((c.mechanism, c.tokens))
+            rows.append([c.mechanism, f"{base} / {d}", f"N={c.tokens}",
+                         f"{r / c.latency_s:.2f}x" if r and c.latency_s else "-"])
+    return f"Speed-up over {base} (sequential cells of one run: see `lindit bench paired --dtype` for interleaved " \
+           "ratios)\n\n" + markdown_table(["mechanism", "dtypes", "tokens", "speed-up"], rows)
 
 
 def _sizes(args) -> list[tuple[int, int]]:
@@ -149,7 +183,7 @@ def run_model(args) -> int:
     from . import bench_report as br
     from .measure import matmul_gflops
 
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    device, names = resolve_device(args.device), dtypes(args)
     if args.layers not in ("1", "full"):
         raise ValueError(f"--layers must be 1 or full, got {args.layers!r}")
     unknown = [m for m in (args.methods or []) if m != "teacher" and not any(_fits(p, m) for p in PRESETS.values())]
@@ -157,36 +191,38 @@ def run_model(args) -> int:
         raise ValueError(f"unknown method(s) {unknown}; valid: teacher, {', '.join(sorted(ba.mechanisms()))}")
     sizes = _sizes(args)
     max_seconds = args.max_seconds if args.max_seconds is not None else (20.0 if args.quick else None)
-    ceiling = matmul_gflops(device, dtype)
-    settings = bm.ModelSettings(device, dtype, args.layers, max_seconds, args.repeats, ceiling)
     presets = [PRESETS[p] for p in args.presets]
     plan = [(p, m) for p in presets for m in _methods(p, args.methods)]
     for preset, method in plan:  # bad variant options fail here, not an hour into the sweep
         bm.meta_model(preset, method)
+    ceilings = {d: matmul_gflops(device, resolve_dtype(d)) for d in names}
     cells: list = []
-    overheads: dict = {}
     linear_first = sorted(plan, key=lambda pm: bm.method_variant(pm[1])[0] in bm.QUADRATIC)  # overheads measured on fast blocks
-    with tqdm(total=len(plan) * len(sizes), desc="bench model", unit="cell") as bar:
-        for preset, method in linear_first:
-            bar.set_postfix_str(f"{preset.name} {method}")
-            bm.bench_method(preset, method, sizes, settings, cells, overheads, progress=bar)
-            # An hour-long sweep must not lose its finished cells to a later failure or a kill.
-            write_json(args.out / "bench.partial.json", {"command": "lindit " + " ".join(args.argv),
-                                                         "cells": [c.as_dict() for c in cells]})
+    with tqdm(total=len(plan) * len(sizes) * len(names), desc="bench model", unit="cell") as bar:
+        for d in names:
+            settings = bm.ModelSettings(device, resolve_dtype(d), args.layers, max_seconds, args.repeats, ceilings[d],
+                                        compile=args.compile)
+            overheads: dict = {}
+            for preset, method in linear_first:
+                bar.set_postfix_str(f"{preset.name} {method} {d}")
+                bm.bench_method(preset, method, sizes, settings, cells, overheads, progress=bar)
+                # An hour-long sweep must not lose its finished cells to a later failure or a kill.
+                write_json(args.out / "bench.partial.json", {"command": "lindit " + " ".join(args.argv),
+                                                             "cells": [c.as_dict() for c in cells]})
     order = {pm: i for i, pm in enumerate((p.name, m) for p, m in plan)}
-    cells.sort(key=lambda c: order[(c.preset, c.method)])
+    cells.sort(key=lambda c: (names.index(c.dtype), order[(c.preset, c.method)]))
     attention = [] if args.no_attention else _attention_cells(plan, sizes, settings)
     machine = machine_info(device)
-    md = model_markdown(cells, attention, args, machine, ceiling, settings)
+    md = model_markdown(cells, attention, args, machine, ceilings, names)
     print(md)
     write_text(args.out / "bench.md", md + "\n")
-    br.plot(cells, args.out / "bench.png", args.dtype)
+    br.plot(cells, args.out / "bench.png", ", ".join(names))
     write_json(args.out / "bench.json", {
         "command": "lindit " + " ".join(args.argv),
-        "settings": {"dtype": args.dtype, "device": str(device), "layers": args.layers, "max_seconds": max_seconds,
-                     "sizes": sizes, "repeats": args.repeats},
-        "machine": machine, "matmul_gflops": ceiling,
-        "slopes": {f"{p}/{m}": v for (p, m), v in br.slopes(cells).items()},
+        "settings": {"dtype": names[0], "dtypes": names, "device": str(device), "layers": args.layers,
+                     "max_seconds": max_seconds, "sizes": sizes, "repeats": args.repeats, "compile": args.compile},
+        "machine": machine, "matmul_gflops": ceilings[names[0]], "matmul_gflops_by_dtype": ceilings,
+        "slopes": {(f"{p}/{m}" if d == names[0] else f"{p}/{m}/{d}"): v for (p, m, d), v in br.slopes(cells).items()},
         "cells": [c.as_dict() for c in cells],
         "attention_cells": [c.as_dict() for c in attention],
     })
@@ -206,16 +242,42 @@ def _attention_cells(plan, sizes, settings):
     return ba.run(names, tokens, s)
 
 
-def model_markdown(cells, attention, args, machine, ceiling, settings) -> str:
+def model_markdown(cells, attention, args, machine, ceilings: dict, names: list[str]) -> str:
     from . import bench_report as br
 
+    rates = ", ".join(f"{d} {g:.0f}" for d, g in ceilings.items())
     parts = [
         f"Command: `lindit {' '.join(args.argv)}`\n\n"
         f"Machine: {machine['cpu']}, {machine['torch_threads']} threads, {machine['device']}, torch {machine['torch']}; "
-        f"dense {args.dtype} matmul (2048^3) in the same run: {ceiling:.0f} GFLOP/s.",
-        "One transformer forward, batch 1, " + args.dtype + (
+        f"dense matmul (2048^3) in the same run, GFLOP/s: {rates}."
+        + (" Every timed block is torch.compiled; its first (compiling) call is not in the times."
+           if args.compile else ""),
+    ]
+    for d in names:
+        mine = [c for c in cells if c.dtype == d]
+        parts += [f"### {d}" if len(names) > 1 else "", *_dtype_sections(mine, d, ceilings[d], args, machine)]
+    if len(names) > 1:
+        parts.append(f"Per-block speed-up over {names[0]}, the same block in each dtype (sequential cells of one run; "
+                     "`lindit bench paired --dtype` interleaves them)\n\n" + br.dtype_table(cells, names))
+    parts += [
+        "Fitted log-log slope of forward time against pixels (square sizes >= 1024 px): "
+        + ", ".join(f"{p}/{m} ({d}) {v:.2f}" for (p, m, d), v in br.slopes(cells).items() if v is not None),
+        "For reference, EDiT Table 3 (NVIDIA A100, one forward, seconds; not measured here)\n\n" + br.paper_table(),
+    ]
+    if attention:
+        parts.append("Attention layer only (width 1152, 16 heads; joint layers with 333 prompt tokens)\n\n"
+                     + attention_markdown(attention, ba.Settings(), machine).split("\n\n", 1)[1])
+    skipped = br.skipped_lines(cells)
+    return "\n\n".join([p for p in parts if p] + (["\n".join(skipped)] if skipped else []))
+
+
+def _dtype_sections(cells, dtype: str, ceiling: float, args, machine: dict) -> list[str]:
+    from . import bench_report as br
+
+    return [
+        "One transformer forward, batch 1, " + dtype + (
             ". `~` marks an estimate: one block of each type timed, times the model's depth, plus embedding and "
-            "final layers timed once." if settings.layers == "1" else ", full depth timed."),
+            "final layers timed once." if args.layers == "1" else ", full depth timed."),
         br.forward_table(cells),
         "Per-block latency (median; `block0`, `block1` ... are the distinct block types, e.g. SD3.5's dual-attention "
         "and plain blocks)\n\n" + br.block_table(cells, "latency"),
@@ -224,15 +286,7 @@ def model_markdown(cells, attention, args, machine, ceiling, settings) -> str:
         + br.block_table(cells, "gflops"),
         "Peak memory per block (MB, " + ("max allocated" if machine["device"].startswith("cuda") else "RSS growth")
         + ")\n\n" + br.block_table(cells, "memory"),
-        "Fitted log-log slope of forward time against pixels (square sizes >= 1024 px): "
-        + ", ".join(f"{p}/{m} {v:.2f}" for (p, m), v in br.slopes(cells).items() if v is not None),
-        "For reference, EDiT Table 3 (NVIDIA A100, one forward, seconds; not measured here)\n\n" + br.paper_table(),
     ]
-    if attention:
-        parts.append("Attention layer only (width 1152, 16 heads; joint layers with 333 prompt tokens)\n\n"
-                     + attention_markdown(attention, ba.Settings(), machine).split("\n\n", 1)[1])
-    skipped = br.skipped_lines(cells)
-    return "\n\n".join(parts + (["\n".join(skipped)] if skipped else []))
 
 
 def run_parallel(args) -> int:

@@ -42,6 +42,8 @@ class ModelCell:
     block_peak_mb: dict = field(default_factory=dict)
     overhead_s: float | None = None
     skipped: str | None = None
+    dtype: str = "float32"
+    compile_s: dict = field(default_factory=dict)  # block type -> seconds of the first (compiling) call
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -130,6 +132,11 @@ class ModelSettings:
     max_seconds: float | None = None
     repeats: int = 3
     matmul_gflops: float | None = None  # this run's dense matmul rate: predicts a cell with no smaller one
+    compile: bool = False  # torch.compile each timed block (its first call, compiling, is timed apart)
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
 
 
 QUADRATIC = ("teacher", "kv_compress")
@@ -149,10 +156,11 @@ def _too_small_table(preset: Preset, model: nn.Module, height: int, width: int) 
     return None
 
 
-def _predict(done: list[ModelCell], preset: str, method: str, tokens: int) -> float | None:
-    """Seconds of one timed run of this cell's blocks, from the same model and method at the largest
+def _predict(done: list[ModelCell], preset: str, method: str, tokens: int, dtype: str = "float32") -> float | None:
+    """Seconds of one timed run of this cell's blocks, from the same model, method and dtype at the largest
     smaller size (another preset's teacher has other blocks: SD3.5's cost 4.7x PixArt's at 2048 px)."""
-    prior = [c for c in done if (c.preset, c.method) == (preset, method) and c.block_s and c.tokens < tokens]
+    prior = [c for c in done if (c.preset, c.method, c.dtype) == (preset, method, dtype) and c.block_s
+             and c.tokens < tokens]
     if not prior:
         return None
     last = max(prior, key=lambda c: c.tokens)
@@ -228,9 +236,10 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
     stubs = {}
     for hp, wp in sizes:
         h, w = hp // 8, wp // 8
-        cell = ModelCell(preset.name, method, hp, wp, (h // 2) * (w // 2), estimate=s.layers != "full")
+        cell = ModelCell(preset.name, method, hp, wp, (h // 2) * (w // 2), estimate=s.layers != "full",
+                         dtype=s.dtype_name)
         cell.skipped = _too_small_table(preset, full, h, w)
-        predicted = _predict(done, preset.name, method, cell.tokens)
+        predicted = _predict(done, preset.name, method, cell.tokens, s.dtype_name)
         if cell.skipped is None and s.max_seconds is not None and predicted and predicted > s.max_seconds:
             cell.skipped = f"predicted {predicted:.0f} s per run > --max-seconds {s.max_seconds:g}"
         if cell.skipped is None:
@@ -238,7 +247,7 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
             if s.layers == "full":
                 _time_full(cell, full, inputs, s)
             else:
-                key = (preset.name, hp, wp)
+                key = (preset.name, hp, wp, s.dtype_name)
                 _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overheads.get(key))
                 if cell.overhead_s is not None:
                     overheads.setdefault(key, cell.overhead_s)
@@ -273,6 +282,8 @@ def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhea
                         f"{s.max_seconds:g}")
         return
     for label, timer in timers.items():
+        if s.compile:
+            cell.compile_s[label] = _compile_block(timer)
         # rough when only the total is known: block types cost about the same
         share = by_flops[label] if by_flops else (None if predicted is None else predicted / len(first))
         cell.block_s[label], cell.block_peak_mb[label] = timer.measure(share)
@@ -283,8 +294,20 @@ def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhea
     cell.forward_s = overhead + sum(cell.block_s[k] * counts[k] for k in counts)
 
 
+def _compile_block(timer: BlockTimer) -> float:
+    """torch.compile the timer's block in place and run it once (the compilation): its seconds."""
+    from .bench_device import timed
+
+    block = timer.stub.transformer_blocks[0]
+    if getattr(block, "_compiled_call_impl", None) is None:  # stubs are reused across sizes
+        block.compile()
+    return timed(timer.call_block, timer.s.device)
+
+
 def _time_full(cell, full, inputs, s) -> None:
     model = materialize(copy.deepcopy(full), s.device, s.dtype)
+    if s.compile:
+        model.compile()
 
     def call():
         with torch.no_grad():

@@ -91,14 +91,32 @@ def fitted_slope(points: list[tuple[float, float]]) -> float | None:
     return None if var == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
 
 
-def slopes(cells: list[ModelCell], min_px: int = 1024) -> dict[tuple[str, str], float | None]:
-    """Slope per (preset, method) over square sizes >= min_px (below that, fixed costs dominate)."""
+def slopes(cells: list[ModelCell], min_px: int = 1024) -> dict[tuple[str, str, str], float | None]:
+    """Slope per (preset, method, dtype) over square sizes >= min_px (below that, fixed costs dominate)."""
     out = {}
-    for p, m in _rows(cells)[0]:
-        pts = [(c.height_px * c.width_px, c.forward_s) for c in cells if c.preset == p and c.method == m
+    for p, m, d in dict.fromkeys((c.preset, c.method, c.dtype) for c in cells):
+        pts = [(c.height_px * c.width_px, c.forward_s) for c in cells if (c.preset, c.method, c.dtype) == (p, m, d)
                and c.forward_s and c.height_px == c.width_px and c.height_px >= min_px]
-        out[(p, m)] = fitted_slope(pts)
+        out[(p, m, d)] = fitted_slope(pts)
     return out
+
+
+def dtype_table(cells: list[ModelCell], dtypes: list[str]) -> str:
+    """Per block type and size: the first dtype's block time over each other dtype's (same run)."""
+    base = dtypes[0]
+    by = {(c.preset, c.method, c.dtype, _size_label(c)): c for c in cells}
+    cols = list(dict.fromkeys(_size_label(c) for c in cells))
+    body = []
+    for p, m in dict.fromkeys((c.preset, c.method) for c in cells):
+        for d in dtypes[1:]:
+            for label in _labels(cells, p, m):
+                row = [p, m, f"{base} / {d}", label]
+                for k in cols:
+                    ref, c = by.get((p, m, base, k)), by.get((p, m, d, k))
+                    ok = ref and c and label in ref.block_s and label in c.block_s
+                    row.append(f"{ref.block_s[label] / c.block_s[label]:.2f}x" if ok else "-")
+                body.append(row)
+    return markdown_table(["model", "method", "dtypes", "block"] + [f"{k} px" for k in cols], body)
 
 
 def plot(cells: list[ModelCell], path: Path, dtype: str) -> None:
@@ -108,15 +126,17 @@ def plot(cells: list[ModelCell], path: Path, dtype: str) -> None:
     import matplotlib.pyplot as plt
 
     presets = list(dict.fromkeys(c.preset for c in cells))
+    several = len({c.dtype for c in cells}) > 1
     fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4.5), squeeze=False)
     fits = slopes(cells)
     for ax, preset in zip(axes[0], presets):
-        for p, m in [k for k in fits if k[0] == preset]:
-            pts = sorted((c.height_px * c.width_px, c.forward_s) for c in cells if c.preset == p and c.method == m
-                         and c.forward_s and c.height_px == c.width_px)
+        for p, m, d in [k for k in fits if k[0] == preset]:
+            pts = sorted((c.height_px * c.width_px, c.forward_s) for c in cells if (c.preset, c.method, c.dtype)
+                         == (p, m, d) and c.forward_s and c.height_px == c.width_px)
             if pts:
-                slope = fits[(p, m)]
-                label = f"{m} (slope {slope:.2f})" if slope is not None else m
+                slope = fits[(p, m, d)]
+                name = f"{m} {d}" if several else m
+                label = f"{name} (slope {slope:.2f})" if slope is not None else name
                 ax.plot(*zip(*pts), marker="o", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -49,8 +49,13 @@ def load(path: str | Path, kind: str = "model", keys: tuple[str, str] = ("cells"
     return data
 
 
+def _float32(cells: list[dict]) -> list[dict]:
+    """The targets are float32 numbers: cells of other dtypes (``bench model --dtype bf16``) are left out."""
+    return [c for c in cells if c.get("dtype", "float32") == "float32"]
+
+
 def _cell(data: dict, preset: str, method: str, px: int) -> dict | None:
-    for c in data["cells"]:
+    for c in _float32(data["cells"]):
         if (c["preset"], c["method"], c["height_px"], c["width_px"]) == (preset, method, px, px):
             return c
     return None
@@ -122,7 +127,7 @@ def _flops_cells(runs: list[dict]) -> list[tuple[dict, float]]:
     """(cell, its run's matmul GFLOP/s) per linear (preset, method) at FLOPS_PX, a measured cell first."""
     found = {}
     for data in runs:
-        for c in data["cells"]:
+        for c in _float32(data["cells"]):
             key = (c["preset"], c["method"])
             if c["method"] in LINEAR_METHODS and (c["height_px"], c["width_px"]) == (FLOPS_PX, FLOPS_PX):
                 if key not in found or (found[key][0].get("skipped") and not c.get("skipped")):

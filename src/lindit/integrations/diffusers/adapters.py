@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 from ...modules.grid import Grid
@@ -25,6 +26,18 @@ class TokenGrid:
         self.patch_size = patch_size
         self.hw: Grid | None = None
         self.parallel = None  # set by lindit.parallel.enable_sequence_parallel: hands out row bands
+
+    @property
+    def hw(self) -> Grid | None:
+        # Held as the shape of an empty tensor: torch.compile then sees sizes (symbolic under dynamic shapes),
+        # not constants it would guard on, so one graph serves every resolution.
+        return None if self._shape is None else tuple(self._shape.shape[:2])
+
+    @hw.setter
+    def hw(self, value: Grid | None) -> None:
+        self._shape = None if value is None else torch.empty(value[0], value[1], 0)
+        if value is not None and not torch.compiler.is_compiling():
+            torch._dynamo.maybe_mark_dynamic(self._shape, (0, 1))
 
     def capture(self, module, args, kwargs) -> None:
         """Forward pre-hook (with_kwargs=True) of the transformer: latent (B, C, H, W) -> grid (H/p, W/p)."""
