@@ -500,19 +500,23 @@ def _check_eta(eta) -> bool:
 def hybrid_attention_reference(q_img, k_img, v_img, q_txt, k_txt, v_txt, *, image_attention="linear",
                                eta="approx", scale=None, n_img=None, eps=DEFAULT_NORMALISER,
                                eta_logit_bias=None, q_img_softmax=None):
-    """``hybrid_attention`` as first written (the form the fast one is tested against): the image-prompt
-    scores materialised as (B, H, N_I, N_P) float32 tensors, the linear term in float32, and the prompt rows
-    as one softmax over the concatenated [K_I; K_P]. Same arguments (no sharding hooks) and outputs."""
+    """``hybrid_attention`` as first written (the form the fast one is tested against): for eta^Lin the
+    image-prompt scores materialised as (B, H, N_I, N_P) float32 tensors, the linear term in float32, and the
+    prompt rows as one softmax over the concatenated [K_I; K_P]. Same arguments (no sharding hooks) and outputs."""
     _check_4d(q_img=q_img, k_img=k_img, v_img=v_img, q_txt=q_txt, k_txt=k_txt, v_txt=v_txt)
     q_ip = q_img if q_img_softmax is None else q_img_softmax
     exact = _check_hybrid(image_attention, eta, eta_logit_bias, q_img, q_ip)
     acc = _acc(q_img)
-    out_ip, lse_ip = softmax_attention_with_lse_reference(q_ip, k_txt, v_txt, scale)
+    if exact:
+        out_ip, lse_ip = softmax_attention_with_lse_reference(q_ip, k_txt, v_txt, scale)
+    else:
+        out_ip = softmax_attention(q_ip.to(k_txt.dtype), k_txt, v_txt, scale=scale)
     if image_attention == "linear":
-        out_ii = linear_attention_reference(q_img, k_img, v_img, eps).to(acc)
-        conv = normaliser(eps)
-        sims = (q_img.to(acc) + conv.feature_eps) @ (k_img.to(acc) + conv.feature_eps).transpose(-2, -1)
-        log_s_ii = torch.log(sims.sum(-1, keepdim=True).clamp_min(torch.finfo(acc).tiny))
+        out_ii, log_s_ii = linear_attention_reference(q_img, k_img, v_img, eps).to(acc), None
+        if exact:  # log sum_j phi'(q).phi'(k_j) = log phi'(q) . sum_j phi'(k_j), as first written
+            conv = normaliser(eps)
+            k_sum = (k_img.to(acc) + conv.feature_eps).sum(dim=-2).unsqueeze(-1)  # (B, H, d, 1)
+            log_s_ii = torch.log(((q_img.to(acc) + conv.feature_eps) @ k_sum).clamp_min(torch.finfo(acc).tiny))
     else:
         out_ii, log_s_ii = softmax_attention_with_lse_reference(q_img, k_img, v_img, scale)
     w = torch.sigmoid(log_s_ii - lse_ip) if exact else _eta_weight(eta, n_img, q_img, k_txt, eta_logit_bias)

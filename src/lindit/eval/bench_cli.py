@@ -53,6 +53,7 @@ def add_parser(subparsers) -> None:
     att.add_argument("--heads", type=int, default=16, help="heads (PixArt-Sigma: 16)")
     att.add_argument("--prompt-tokens", type=int, default=300, help="prompt tokens for joint mechanisms")
     att.set_defaults(func=run_attention)
+    from .bench_hybrid import add_parser as add_hybrid
     from .bench_paired import add_parser as add_paired
     from .bench_precision import add_parser as add_precision
     from .bench_profile import add_parser as add_profile
@@ -62,6 +63,7 @@ def add_parser(subparsers) -> None:
     add_targets(kinds)
     add_precision(kinds)
     add_profile(kinds)
+    add_hybrid(kinds)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
