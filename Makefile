@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lindit-installed
 
-.PHONY: demo test test-fast install clean benchmarks
+.PHONY: demo test test-fast install clean benchmarks bench-bf16 bench-gpu
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,24 @@ benchmarks: $(STAMP)
 	$(VENV)/bin/lindit bench paired --preset sd35-medium --methods teacher mm_edit --size 2048 --rounds 5 --out docs/bench/paired-sd35-2048
 	$(VENV)/bin/lindit bench parallel --preset pixart-sigma --method edit --size 2048x2048 --processes 1 2 --out docs/bench/parallel
 	$(VENV)/bin/lindit bench targets docs/bench/model/bench.json docs/bench/model-4096/bench.json docs/bench/model-4096-linear/bench.json --memory docs/bench/model-8192/bench.json --paired docs/bench/paired-*/paired.json > docs/bench/targets.md.tmp && mv docs/bench/targets.md.tmp docs/bench/targets.md
+
+# Half precision on this CPU (issue 23): accuracy against float64, where a block's time goes per dtype, bf16 against
+# float32 interleaved (teacher / student ratios in each dtype), MM-EDiT attention memory at 4096 px. About 3 h on 2 cores.
+bench-bf16: $(STAMP)
+	$(VENV)/bin/lindit bench precision --out docs/bench/precision
+	$(VENV)/bin/lindit bench profile --preset pixart-sigma --methods teacher edit --size 2048 --rounds 3 --out docs/bench/profile-pixart-2048
+	$(VENV)/bin/lindit bench profile --preset sd35-medium --methods teacher mm_edit --size 1024 --rounds 3 --out docs/bench/profile-sd35-1024
+	$(VENV)/bin/lindit bench paired --preset pixart-sigma --methods teacher edit --size 1024 --rounds 9 --dtype float32 bfloat16 --out docs/bench/paired-bf16-pixart-1024
+	$(VENV)/bin/lindit bench paired --preset sd35-medium --methods teacher mm_edit --size 1024 --rounds 5 --dtype float32 bfloat16 --out docs/bench/paired-bf16-sd35-1024
+	$(VENV)/bin/lindit bench paired --preset pixart-sigma --methods teacher edit --size 2048 --rounds 5 --dtype float32 bfloat16 --out docs/bench/paired-bf16-pixart-2048
+	$(VENV)/bin/lindit bench paired --preset sd35-medium --methods teacher mm_edit --size 2048 --rounds 3 --dtype float32 bfloat16 --out docs/bench/paired-bf16-sd35-2048
+	$(VENV)/bin/lindit bench hybrid --size 4096 --rounds 3 --out docs/bench/hybrid-4096
+
+# EDiT Table 3 on one CUDA GPU: PixArt-Sigma (teacher, SANA, EDiT) and SD3.5-Medium (teacher, SANA-MM-DiT, MM-EDiT) at
+# 1024-8192 px in bfloat16, CUDA-event timing after a warm-up, one block of each type (the forward estimated as in the
+# CPU runs). Sized for a few minutes on an A100/H100 (docs/BENCHMARKS.md); fails at once without a GPU.
+bench-gpu: $(STAMP)
+	$(VENV)/bin/lindit bench model --device cuda --dtype bf16 --baseline none --presets pixart-sigma sd35-medium --methods teacher sana edit sana_mmdit mm_edit --resolutions 1024 2048 4096 8192 --non-square none --repeats 5 --max-seconds 60 --no-attention --out docs/bench/gpu
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info demo-output

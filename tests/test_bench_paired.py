@@ -57,3 +57,21 @@ def test_bad_arguments_fail_before_any_work(tmp_path, tiny_presets, capsys, argv
     assert code == 2
     assert re.search(words, capsys.readouterr().err)
     assert not (tmp_path / "x").exists()
+
+
+def test_paired_dtypes_interleave_and_give_per_round_dtype_ratios(tmp_path, tiny_presets):  # noqa: F811
+    code = main(["bench", "paired", "--preset", "tiny-pixart", "--methods", "teacher", "edit", "--size", "64",
+                 "--rounds", "3", "--dtype", "fp32", "bf16", "--device", "cpu", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "paired.json").read_text())
+    assert data["dtypes"] == ["float32", "bfloat16"]
+    by = {(m["method"], m["dtype"]): m for m in data["methods"]}
+    assert set(by) == {(m, d) for m in ("teacher", "edit") for d in ("float32", "bfloat16")}
+    for method in ("teacher", "edit"):
+        r = data["dtype_ratios"][method]["bfloat16"][bp.ALL]
+        fp32, bf16 = (by[(method, d)]["block_s"]["block0"] for d in ("float32", "bfloat16"))
+        assert r["median"] == pytest.approx(statistics.median(a / b for a, b in zip(fp32, bf16)))
+    assert set(data["ratios_by_dtype"]) == {"float32", "bfloat16"}
+    assert data["ratios"] == data["ratios_by_dtype"]["float32"]  # what bench targets reads: float32
+    md = (tmp_path / "paired.md").read_text()
+    assert "float32 / bfloat16" in md

@@ -129,12 +129,13 @@ def peak_memory_bytes(fn, device: torch.device) -> int:
 def timed_peak(fn, device: torch.device) -> tuple[float, int]:
     """One call of ``fn``: (seconds, peak extra bytes), for cells too slow to run twice."""
     if device.type == "cuda":
+        from .bench_device import timed
+
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        base, start = torch.cuda.memory_allocated(device), time.perf_counter()
-        fn()
-        synchronize(device)
-        return time.perf_counter() - start, torch.cuda.max_memory_allocated(device) - base
+        base = torch.cuda.memory_allocated(device)
+        seconds = timed(fn, device)
+        return seconds, torch.cuda.max_memory_allocated(device) - base
     with _rss_tracks_tensors(), _PeakRSS() as rss:
         start = time.perf_counter()
         fn()
