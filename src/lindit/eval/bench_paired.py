@@ -11,7 +11,8 @@ of that round's ratio, reported with its quartiles: a slowdown lasting longer th
 Models are built exactly as in ``lindit bench model`` (``lindit.convert`` on the published config with
 random weights); the ratios are per block type and for all blocks of the full depth (the sum of each type's
 time times its count). ``--dtype float32 bfloat16`` times every method in each dtype within the same rounds
-and adds each method's float32 / bfloat16 ratio, so a dtype comparison is interleaved as well.
+and adds each method's float32 / bfloat16 ratio, so a dtype comparison is interleaved as well; ``--compile``
+adds a torch.compiled twin of every (method, dtype), labelled ``DTYPE+compile``, compared the same way.
 """
 
 from __future__ import annotations
@@ -52,15 +53,18 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def _timers(preset: Preset, method: str, h: int, w: int, s: ModelSettings) -> tuple[PairedMethod, dict]:
+def _timers(preset: Preset, method: str, h: int, w: int, s: ModelSettings, compiled: bool = False
+            ) -> tuple[PairedMethod, dict]:
     full = meta_model(preset, method)
     first, counts = type_plan(full)
     inputs = preset.inputs(h, w, s.device, s.dtype)
     timers = {label: BlockTimer(one_block_model(full, i, s.device, s.dtype), one_block_model(full, i, None, None),
                                 inputs, s) for label, i in first.items()}
     gflop = {label: t.gflop() for label, t in timers.items()}
-    dtype = str(s.dtype).removeprefix("torch.")
-    return PairedMethod(method, counts, gflop, {label: [] for label in timers}, dtype), timers
+    for timer in timers.values() if compiled else ():
+        timer.stub.transformer_blocks[0].compile()  # compiled by the warm-up call, before any round
+    variant = str(s.dtype).removeprefix("torch.") + ("+compile" if compiled else "")
+    return PairedMethod(method, counts, gflop, {label: [] for label in timers}, variant), timers
 
 
 def _once(fn, device) -> float:
@@ -68,9 +72,9 @@ def _once(fn, device) -> float:
 
 
 def run_rounds(preset: Preset, methods: list[str], height_px: int, width_px: int, rounds: int, s: ModelSettings,
-               progress=None, dtypes=None) -> list[PairedMethod]:
-    """Build every method's blocks (in each of ``dtypes``, default ``s.dtype``), warm each up once, then time
-    ``rounds`` interleaved rounds."""
+               progress=None, dtypes=None, compile: bool = False) -> list[PairedMethod]:
+    """Build every method's blocks (in each of ``dtypes``, default ``s.dtype``; eager, and compiled too with
+    ``compile``), warm each up once, then time ``rounds`` interleaved rounds."""
     if "teacher" not in methods:
         raise ValueError(f"--methods must include 'teacher' (the ratios are teacher / method), got {methods}")
     if rounds < 1:
@@ -78,7 +82,8 @@ def run_rounds(preset: Preset, methods: list[str], height_px: int, width_px: int
     for method in methods:  # a bad method or option fails before any block is built
         meta_model(preset, method)
     settings = [replace(s, dtype=d) for d in (dtypes or [s.dtype])]
-    built = [_timers(preset, m, height_px // 8, width_px // 8, st) for st in settings for m in methods]
+    built = [_timers(preset, m, height_px // 8, width_px // 8, st, c) for st in settings
+             for c in ((False, True) if compile else (False,)) for m in methods]
     for _, timers in built:
         for timer in timers.values():
             timer.call_block()  # warm-up: allocator, oneDNN primitives
@@ -193,6 +198,8 @@ def add_parser(kinds) -> None:
     p.add_argument("--dtype", nargs="+", default=["float32"], type=dtype_name, metavar="DTYPE",
                    help="float32, bfloat16 (bf16) or float16 (fp16); several are timed in the same rounds and "
                         "compared with the first (default float32)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time a torch.compiled twin of every method and dtype, in the same rounds")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--out", type=Path, default=Path("bench-output"), help="directory for paired.md and paired.json")
     p.set_defaults(func=run)
@@ -218,7 +225,8 @@ def run(args) -> int:
     preset = PRESETS[args.preset]
     settings = ModelSettings(device, dtypes[0])
     with tqdm(total=args.rounds, desc="bench paired", unit="round") as bar:
-        results = run_rounds(preset, args.methods, height, width, args.rounds, settings, progress=bar, dtypes=dtypes)
+        results = run_rounds(preset, args.methods, height, width, args.rounds, settings, progress=bar, dtypes=dtypes,
+                             compile=args.compile)
     machine = machine_info(device)
     command = "lindit " + " ".join(getattr(args, "argv", ["bench", "paired"]))
     md = paired_markdown(preset, results, height, width, args.rounds, machine, args.dtype[0], command)
@@ -226,9 +234,9 @@ def run(args) -> int:
     write_text(args.out / "paired.md", md + "\n")
     write_json(args.out / "paired.json", {
         "command": command, "preset": preset.name, "height_px": height, "width_px": width, "rounds": args.rounds,
-        "dtype": args.dtype[0], "dtypes": list(dict.fromkeys(args.dtype)), "machine": machine,
+        "dtype": args.dtype[0], "dtypes": list(dict.fromkeys(r.dtype for r in results)), "machine": machine,
         "methods": [r.as_dict() for r in results], "ratios": ratios(results),
-        "ratios_by_dtype": {d: ratios(results, d) for d in dict.fromkeys(args.dtype)},
+        "ratios_by_dtype": {d: ratios(results, d) for d in dict.fromkeys(r.dtype for r in results)},
         "dtype_ratios": dtype_ratios(results)})
     print(f"\nwrote {args.out / 'paired.md'} and {args.out / 'paired.json'}")
     return 0
