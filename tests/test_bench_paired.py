@@ -75,3 +75,19 @@ def test_paired_dtypes_interleave_and_give_per_round_dtype_ratios(tmp_path, tiny
     assert data["ratios"] == data["ratios_by_dtype"]["float32"]  # what bench targets reads: float32
     md = (tmp_path / "paired.md").read_text()
     assert "float32 / bfloat16" in md
+
+
+def test_stubs_share_equal_large_buffers_only():
+    import torch
+
+    def module(value):
+        m = torch.nn.Module()
+        m.register_buffer("table", torch.full((1 << 16,), value))
+        m.register_buffer("small", torch.zeros(4))
+        return m
+
+    shared, a, b, c = {}, module(1.0), module(1.0), module(2.0)
+    for m in (a, b, c):
+        bp.share_buffers(m, shared)
+    assert b.table is a.table and c.table is not a.table  # equal values: one tensor; different: kept apart
+    assert b.small is not a.small  # small buffers are not worth a comparison
