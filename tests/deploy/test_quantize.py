@@ -83,8 +83,8 @@ def test_only_linear_weights_change_and_attention_sums_stay_float32(monkeypatch,
     states = []
     original = functional.linear_attention_state
 
-    def spy(k, v):
-        state, count = original(k, v)
+    def spy(k, v, *args, **kwargs):  # linear_attention_state(k, v, eps)
+        state, count = original(k, v, *args, **kwargs)
         states.append(state.dtype)
         return state, count
 
