@@ -25,7 +25,8 @@ from ..functional import NORMALISERS, linear_attention, linear_attention_referen
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 KINDS = ("normal", "zero", "large")
 # Documented in lindit.functional: |out - out64| <= out_tol * max|v|, |grad - grad64| <= grad_tol * max|grad64|.
-TOLERANCE = {"bfloat16": (1e-2, 3e-2), "float16": (2e-3, 2e-2), "float32": (1e-5, 1e-5)}
+# fp32 gradients sum 262,144 terms in float32: about sqrt(N) * 2^-24 = 3e-5 of rounding before any other error.
+TOLERANCE = {"bfloat16": (1e-2, 3e-2), "float16": (2e-3, 2e-2), "float32": (1e-5, 5e-5)}
 
 
 class LiveBytes(TorchDispatchMode):
