@@ -71,6 +71,8 @@ class DemoSettings:
     sample_steps: int = 10
     guidance: float | None = None  # default: each teacher's recorded sampling guidance
     seed: int = 0
+    # Seeds seed, seed + 1, ...: each repeats every distillation and the sampling of every model (demo/seeds.py).
+    seeds: int = 1
     latency_sizes: tuple[int, ...] = (32, 64, 128, 256)  # px, one transformer forward, batch 1
     eval_prompt_seed: int = 1001  # held-out ShapesDataset streams: prompts and the FID reference set
     reference_seed: int = 1002
@@ -118,6 +120,9 @@ class DemoSettings:
         # mean image.
         base = dict(quick=True, steps=120, n_eval=120, sample_steps=10, latency_sizes=(32, 128), dataset_size=1024)
         return cls(**{**base, **overrides})
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
 
     def steps_for(self, family: str) -> int:
         return FAMILIES[family].steps if self.steps is None else self.steps
