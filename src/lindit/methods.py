@@ -10,6 +10,7 @@ from here, and the tests run every entry.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
@@ -174,6 +175,7 @@ def parse_options(pairs: list[str]) -> dict:
 
 def method_variant(spec: str) -> tuple[str, dict]:
     """'edit' -> ('edit', {}); 'edit:cf_reduction=8,sc_kernel=5' -> ('edit', {'cf_reduction': 8, 'sc_kernel': 5}):
-    a method with lindit.convert options, so that variants run as their own rows (bench, demo)."""
+    a method with lindit.convert options, so that variants run as their own rows (bench, demo). Commas inside
+    brackets belong to a JSON list: 'mm_edit:layers=[0,1,2]'."""
     name, _, opts = spec.partition(":")
-    return name, parse_options(opts.split(",")) if opts else {}
+    return name, parse_options(re.split(r",(?![^\[]*\])", opts)) if opts else {}

@@ -35,6 +35,9 @@ def add_parser(subparsers) -> None:
                    "'none' for fresh attention weights (default: qkvo)")
     p.add_argument("--task-weight", type=float, help="weight of the noise-prediction loss in distillation "
                    "(default 0: distil from the teacher alone; 1: the papers' recipes)")
+    p.add_argument("--guidance-kd", type=float, metavar="W", help="weight of the guidance-direction loss "
+                   "(prediction with the prompt minus with the null prompt, distilled from the teacher; every "
+                   "sample then runs with both; default 0)")
     p.add_argument("--feature-inputs", choices=("student", "teacher"),
                    help="what the replaced layers see in the first stage: their own hidden states (EDiT's feature "
                    "distillation) or the teacher's (layer-wise attention transfer)")
@@ -66,13 +69,14 @@ def _ema(text: str) -> float | str:
 
 # Options that set the DemoSettings field of the same name.
 _SETTINGS = ("steps", "lr", "batch_size", "n_eval", "sample_steps", "guidance", "seed", "seeds", "inherit",
-             "task_weight", "feature_inputs", "schedule", "ema", "caption_dropout")
+             "task_weight", "guidance_kd", "feature_inputs", "schedule", "ema", "caption_dropout")
 
 
 def settings_from(args) -> DemoSettings:
     overrides = {name: getattr(args, name) for name in _SETTINGS if getattr(args, name) is not None}
-    if overrides.get("task_weight", 0) < 0:
-        raise ValueError(f"--task-weight must be >= 0, got {overrides['task_weight']}")
+    for name in ("task_weight", "guidance_kd"):
+        if overrides.get(name, 0) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {overrides[name]}")
     if not 0 <= overrides.get("caption_dropout", 0) < 1:
         raise ValueError(f"--caption-dropout must be in [0, 1), got {overrides['caption_dropout']}")
     for name in ("steps", "lr", "batch_size", "n_eval", "sample_steps", "seeds"):

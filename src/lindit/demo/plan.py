@@ -97,6 +97,9 @@ class DemoSettings:
     # EDiT FID 575 -> 609, LinFusion 540 -> 621, MM-EDiT 772 -> 653 and 39% -> 50% adherence, LiT 806 -> 739 but
     # 63% -> 47%: not a default.
     feature_inputs: str = "student"
+    # Weight of the guidance-direction loss (training/losses.py) in every stage: each distillation sample also
+    # runs with the null prompt, so a step costs two student and two teacher forwards per sample.
+    guidance_kd: float = 0.0
     # Probability that a distillation caption (class) becomes the null one; None: the teacher's own (0.1). With
     # classifier-free guidance the sampler runs the student on the null prompt as often as on the real one,
     # and at guidance 3 an error there weighs 2/3 of one on the prompt; after 160 steps with 0.1 the EDiT
@@ -144,11 +147,11 @@ def _inherit(inherit: str, method: str) -> dict:
     return {} if inherit == "none" or method == "kv_compress" else {"inherit": inherit}
 
 
-def _loss(recipe: str, task_weight: float) -> dict:
-    """The recipe's loss weights with the task term set to ``task_weight``."""
+def _loss(recipe: str, task_weight: float, guidance_kd: float) -> dict:
+    """The recipe's loss weights with the task and guidance-direction terms set."""
     from ..training.config import RECIPES
 
-    return {**asdict(RECIPES[recipe]), "task": task_weight}
+    return {**asdict(RECIPES[recipe]), "task": task_weight, "guidance": guidance_kd}
 
 
 def _ema_config(ema: float | str | None) -> dict | None:
@@ -160,13 +163,14 @@ def _ema_config(ema: float | str | None) -> dict | None:
 def _stages(recipe: str, settings: DemoSettings, steps: int, size: int) -> list[dict]:
     """Half the steps on the replaced layers (lr), half on every weight (lr / 5); LiT trains everything."""
     first = steps // 2
-    loss = _loss(recipe, settings.task_weight)
+    loss = _loss(recipe, settings.task_weight, settings.guidance_kd)
     stage1 = {"name": "attention", "trainable": "attention", "resolution": size, "steps": first,
               "lr": settings.lr, "loss": loss}
     stage2 = {"name": "all", "trainable": "all", "resolution": size, "steps": steps - first,
               "lr": settings.lr / 5, "loss": loss}
     if recipe == "mm_edit":
-        stage2["loss"] = {"task": 0.0, "kd": 1.0, "feature": 0.0}  # MM-EDiT stage 2: knowledge distillation only
+        # MM-EDiT stage 2: knowledge distillation only (and the guidance direction, when it is distilled)
+        stage2["loss"] = {"task": 0.0, "kd": 1.0, "feature": 0.0, "guidance": settings.guidance_kd}
     if settings.feature_inputs == "teacher":
         stage1.update(name="attention transfer", feature_inputs="teacher",
                       loss={"task": 0.0, "kd": 0.0, "feature": 1.0, "variance": 0.0})

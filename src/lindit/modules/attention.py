@@ -127,6 +127,13 @@ class LinearAttention(nn.Module):
         self.value_conv = _value_conv(inner_dim, value_conv, self.to_v, value)
         self.to_out = nn.Linear(inner_dim, out_dim or dim)
 
+    def start_value_conv_at_zero_(self) -> None:
+        """Zero LiT's depthwise conv on V (if any), so that a layer with inherited projections starts as their
+        plain linear attention instead of that plus a random local term (until the conv trains)."""
+        if self.value_conv is not None:
+            nn.init.zeros_(self.value_conv.weight)
+            nn.init.zeros_(self.value_conv.bias)
+
     def forward(self, x, grid: Grid):
         check_grid(x, grid)
         q, _ = self.to_q(x, grid)  # (B, N, D)

@@ -27,7 +27,7 @@ INHERIT_GROUPS = {
     "v": [("to_v", "to_v"), ("add_v_proj", "add_v_proj")],
     "o": [("to_out.0", "to_out"), ("to_add_out", "to_add_out")],
 }
-COMMON_OPTIONS = ("layers", "inherit")
+COMMON_OPTIONS = ("layers", "inherit", "keep_softmax")
 
 
 @dataclass
@@ -51,8 +51,10 @@ def convert(model: nn.Module, method: str | None = None, **options) -> nn.Module
     method: a registry name valid for the model's family (see ``lindit.methods()``); default ``edit`` for
     PixArt, ``mm_edit`` for SD3, ``lit`` for DiT.
     options: ``layers`` (block indices to convert; default all, ``kv_compress``: the second half, i.e.
-    layers 14-27 of PixArt-Sigma's 28), ``inherit`` (teacher projections to copy: any of "qkvo"; default
-    none, ``kv_compress``: "qkvo"), and the method's own options (e.g. ``heads`` for ``lit``, ``eta`` for
+    layers 14-27 of PixArt-Sigma's 28), ``keep_softmax`` (block indices left out of ``layers``, keeping the
+    teacher's attention; negative indices count from the end, so ``[-1]`` keeps the last block), ``inherit``
+    (teacher projections to copy: any of "qkvo"; default none, ``kv_compress``: "qkvo"), and the method's own
+    options (e.g. ``heads`` for ``lit``, ``eta`` for
     ``mm_edit``, ``factor`` for ``kv_compress``, ``cf_reduction``).
     """
     if getattr(model, "lindit_config", None):
@@ -80,6 +82,10 @@ def make_plan(fam: Family, model: nn.Module, method_name: str, options: dict) ->
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method_name!r}; valid: {valid}")
     depth = len(model.transformer_blocks)
     layers = _layers(opts.pop("layers", None), depth, method_name)
+    keep = _blocks(opts.pop("keep_softmax", None) or [], depth, "keep_softmax")
+    layers = [i for i in layers if i not in keep]
+    if not layers:
+        raise ValueError(f"keep_softmax={sorted(keep)} leaves no block to convert")
     inherit = _inherit(opts.pop("inherit", "qkvo" if method_name == "kv_compress" else ""))
     return Plan(fam.name, method_name, layers, inherit, opts)
 
@@ -92,6 +98,14 @@ def _layers(layers, depth: int, method_name: str) -> list[int]:
     if bad or not layers:
         raise ValueError(f"layers {bad or layers} out of range; the model has blocks 0-{depth - 1}")
     return layers
+
+
+def _blocks(indices, depth: int, name: str) -> set[int]:
+    """Block indices, negative ones counted from the end (-1: the last block)."""
+    bad = [i for i in indices if not -depth <= int(i) < depth]
+    if bad:
+        raise ValueError(f"{name} {bad} out of range; the model has blocks 0-{depth - 1} (or -{depth} to -1)")
+    return {int(i) % depth for i in indices}
 
 
 def _inherit(inherit) -> str:
@@ -164,6 +178,8 @@ def _copy_module(src: nn.Module, dst: nn.Module) -> list[str]:
 
 def _inherit_layer(teacher_attn: nn.Module, student_layer: nn.Module, groups: str, where: str) -> list[str]:
     skipped = []
+    if "v" in groups and hasattr(student_layer, "start_value_conv_at_zero_"):
+        student_layer.start_value_conv_at_zero_()  # LiT's DWC(V) adds to the inherited values' attention
     for group in groups:
         for t_name, s_name in INHERIT_GROUPS[group]:
             src = teacher_attn.get_submodule(t_name) if _has(teacher_attn, t_name) else None
