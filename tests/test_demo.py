@@ -271,3 +271,14 @@ def test_two_seed_demo_reports_means_spreads_and_per_seed_students(tmp_path):
     text = (out / "report.md").read_text()
     assert "2 seeds (0-1)" in text and "sample standard deviation" in text and "| seed 0 | seed 1 |" in text
     assert all(c["verdict"] in ("reproduced", "not reproduced", "within noise") for c in report["checks"])
+
+
+def test_mmdit_students_keep_the_last_block_in_softmax_and_mm_edit_uses_the_moment_eta():
+    for method in FAMILIES["mmdit"].methods:
+        convert = run_config("mmdit", method, DemoSettings(steps=10))["model"]["convert"]
+        assert convert["keep_softmax"] == [-1] and convert["inherit"] == "qkvo"
+    assert run_config("mmdit", "mm_edit", DemoSettings(steps=10))["model"]["convert"] == {
+        "inherit": "qkvo", "keep_softmax": [-1], "eta": "moments", "softmax_qk": "raw"}
+    paper = run_config("mmdit", "mm_edit:eta=approx,softmax_qk=phi,keep_softmax=[]", DemoSettings(steps=10))
+    assert paper["model"]["convert"] == {"inherit": "qkvo", "keep_softmax": [], "eta": "approx", "softmax_qk": "phi"}
+    assert parse_config(paper).model.convert["keep_softmax"] == []

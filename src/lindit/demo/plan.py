@@ -20,6 +20,7 @@ class FamilyPlan:
     quick_methods: tuple[str, ...]
     steps: int  # optimisation steps per student in the default run (every student of the family alike)
     convert: dict = field(default_factory=dict)  # per-method lindit.convert options
+    convert_all: dict = field(default_factory=dict)  # lindit.convert options of every student of the family
     # Must reproduce (paper ordering): (better, worse) pairs, checked on FID and adherence.
     orderings: tuple[tuple[str, str], ...] = ()
     # Must reproduce (paper: "as good as"): (student, reference) pairs, checked with the acceptance's bar
@@ -38,11 +39,12 @@ FAMILIES: dict[str, FamilyPlan] = {
     "pixart": FamilyPlan("pixart", "edit", ("edit", "lit", "sana", "linfusion", "kv_compress"), ("edit",), 960,
                          orderings=(("edit", "sana"), ("edit", "linfusion"), ("edit", "edit_sc_only")),
                          matches=(("edit", "edit_cf_q"),)),
-    # 240 steps: with 480 (`--families mmdit --methods mm_edit linear_mmdit_alpha --steps 480`) MM-EDiT's
-    # adherence rose from 74.7% to 80.7% but its FID moved from 560.6 to 611.1 (its 240-step runs spread over
-    # 560-606), and Linear MM-DiT-alpha's went from 536.1 / 53.7% to 572.3 / 76.0%: no ordering changed.
+    # MM-EDiT's eta is Eq. 6's per query, estimated from the image keys' moments ("moments"), with the softmax
+    # pairs on the queries and keys before the ReLU ("raw"); every student keeps the last block's softmax
+    # attention. docs/DIAGNOSIS.md has why (lindit diagnose) and the runs behind each choice.
     "mmdit": FamilyPlan("mmdit", "mm_edit", ("mm_edit", "mm_edit_exact", "linear_mmdit_alpha", "sana_mmdit"),
-                        ("mm_edit",), 240, orderings=(("mm_edit", "linear_mmdit_alpha"),)),
+                        ("mm_edit",), 240, convert={"mm_edit": {"eta": "moments", "softmax_qk": "raw"}},
+                        convert_all={"keep_softmax": [-1]}, orderings=(("mm_edit", "linear_mmdit_alpha"),)),
     # LiT Guideline 2: few heads (the teacher has 4). 240 steps bring its FID below the teacher's.
     "dit": FamilyPlan("dit", "lit", ("lit",), ("lit",), 240, convert={"lit": {"heads": 2}}),
 }
@@ -196,7 +198,8 @@ def run_config(family: str, student: str, settings: DemoSettings, cache: str | N
         "recipe": plan.recipe,
         "seed": settings.seed,
         "model": {"teacher": {"builtin": plan.teacher}, "method": method,
-                  "convert": {**_inherit(settings.inherit, method), **plan.convert.get(method, {}), **options},
+                  "convert": {**_inherit(settings.inherit, method), **plan.convert_all,
+                              **plan.convert.get(method, {}), **options},
                   "vae": "builtin",
                   "conditioning": "labels" if labels else "builtin", "scheduler": spec},
         # One square bucket at the teacher's own size (the default multiple, 64 px, would render 64 px images).
