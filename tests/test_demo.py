@@ -282,3 +282,18 @@ def test_mmdit_students_keep_the_last_block_in_softmax_and_mm_edit_uses_the_mome
     paper = run_config("mmdit", "mm_edit:eta=approx,softmax_qk=phi,keep_softmax=[]", DemoSettings(steps=10))
     assert paper["model"]["convert"] == {"inherit": "qkvo", "keep_softmax": [], "eta": "approx", "softmax_qk": "phi"}
     assert parse_config(paper).model.convert["keep_softmax"] == []
+
+
+def test_feature_and_guidance_weights_reach_every_stage_of_the_recipe():
+    from lindit.cli import build_parser
+    from lindit.demo.cli import settings_from
+
+    parser = build_parser(only="demo")
+    settings = settings_from(parser.parse_args(["demo", "--steps", "10", "--feature-weight", "0.5", "--guidance-kd", "2"]))
+    lit = parse_config(run_config("dit", "lit", settings))
+    assert [(s.loss.feature, s.loss.guidance) for s in lit.stages] == [(0.5, 2.0)]
+    mm = parse_config(run_config("mmdit", "mm_edit", settings))
+    assert [(s.loss.feature, s.loss.guidance) for s in mm.stages] == [(0.5, 2.0), (0.0, 2.0)]  # stage 2: KD only
+    assert parse_config(run_config("dit", "lit", DemoSettings(steps=10))).stages[0].loss.feature == 0.0
+    with pytest.raises(ValueError, match="--feature-weight must be >= 0, got -1.0"):
+        settings_from(parser.parse_args(["demo", "--feature-weight", "-1"]))

@@ -35,6 +35,8 @@ def add_parser(subparsers) -> None:
                    "'none' for fresh attention weights (default: qkvo)")
     p.add_argument("--task-weight", type=float, help="weight of the noise-prediction loss in distillation "
                    "(default 0: distil from the teacher alone; 1: the papers' recipes)")
+    p.add_argument("--feature-weight", type=float, metavar="W", help="weight of the feature-distillation term "
+                   "(each replaced layer against its teacher layer; default: the recipe's, LiT 0)")
     p.add_argument("--guidance-kd", type=float, metavar="W", help="weight of the guidance-direction loss "
                    "(prediction with the prompt minus with the null prompt, distilled from the teacher; every "
                    "sample then runs with both; default 0)")
@@ -69,12 +71,12 @@ def _ema(text: str) -> float | str:
 
 # Options that set the DemoSettings field of the same name.
 _SETTINGS = ("steps", "lr", "batch_size", "n_eval", "sample_steps", "guidance", "seed", "seeds", "inherit",
-             "task_weight", "guidance_kd", "feature_inputs", "schedule", "ema", "caption_dropout")
+             "task_weight", "guidance_kd", "feature_weight", "feature_inputs", "schedule", "ema", "caption_dropout")
 
 
 def settings_from(args) -> DemoSettings:
     overrides = {name: getattr(args, name) for name in _SETTINGS if getattr(args, name) is not None}
-    for name in ("task_weight", "guidance_kd"):
+    for name in ("task_weight", "guidance_kd", "feature_weight"):
         if overrides.get(name, 0) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {overrides[name]}")
     if not 0 <= overrides.get("caption_dropout", 0) < 1:

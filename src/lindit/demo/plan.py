@@ -102,6 +102,10 @@ class DemoSettings:
     # Weight of the guidance-direction loss (training/losses.py) in every stage: each distillation sample also
     # runs with the null prompt, so a step costs two student and two teacher forwards per sample.
     guidance_kd: float = 0.0
+    # Weight of the feature term (each replaced layer's output against its teacher layer's, EDiT's feature
+    # distillation) wherever the recipe's loss applies (not MM-EDiT's KD-only stage 2); None: the recipe's (EDiT,
+    # MM-EDiT 0.5; LiT 0).
+    feature_weight: float | None = None
     # Probability that a distillation caption (class) becomes the null one; None: the teacher's own (0.1). With
     # classifier-free guidance the sampler runs the student on the null prompt as often as on the real one,
     # and at guidance 3 an error there weighs 2/3 of one on the prompt; after 160 steps with 0.1 the EDiT
@@ -149,11 +153,12 @@ def _inherit(inherit: str, method: str) -> dict:
     return {} if inherit == "none" or method == "kv_compress" else {"inherit": inherit}
 
 
-def _loss(recipe: str, task_weight: float, guidance_kd: float) -> dict:
-    """The recipe's loss weights with the task and guidance-direction terms set."""
+def _loss(recipe: str, settings: DemoSettings) -> dict:
+    """The recipe's loss weights with the task, guidance-direction (and feature, if set) terms the settings'."""
     from ..training.config import RECIPES
 
-    return {**asdict(RECIPES[recipe]), "task": task_weight, "guidance": guidance_kd}
+    loss = {**asdict(RECIPES[recipe]), "task": settings.task_weight, "guidance": settings.guidance_kd}
+    return loss if settings.feature_weight is None else {**loss, "feature": settings.feature_weight}
 
 
 def _ema_config(ema: float | str | None) -> dict | None:
@@ -165,7 +170,7 @@ def _ema_config(ema: float | str | None) -> dict | None:
 def _stages(recipe: str, settings: DemoSettings, steps: int, size: int) -> list[dict]:
     """Half the steps on the replaced layers (lr), half on every weight (lr / 5); LiT trains everything."""
     first = steps // 2
-    loss = _loss(recipe, settings.task_weight, settings.guidance_kd)
+    loss = _loss(recipe, settings)
     stage1 = {"name": "attention", "trainable": "attention", "resolution": size, "steps": first,
               "lr": settings.lr, "loss": loss}
     stage2 = {"name": "all", "trainable": "all", "resolution": size, "steps": steps - first,
