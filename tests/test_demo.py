@@ -41,14 +41,17 @@ def test_task_weight_sets_the_noise_loss_of_every_stage_and_keeps_the_recipes_ot
     from lindit.training.config import RECIPES
 
     for family, recipe in (("pixart", "edit"), ("mmdit", "mm_edit"), ("dit", "lit")):
-        method = FAMILIES[family].methods[0]
+        method, plan = FAMILIES[family].methods[0], FAMILIES[family]
         default = parse_config(run_config(family, method, DemoSettings(steps=10)))
-        paper = parse_config(run_config(family, method, DemoSettings(steps=10, task_weight=1.0)))
-        assert all(s.loss.task == 0.0 for s in default.stages)
+        paper = parse_config(run_config(family, method, DemoSettings(steps=10, task_weight=1.0, feature_weight=0.0)))
+        # the family's own weights over the recipe's, no task term unless the family names one
+        assert default.stages[0].loss.task == plan.loss.get("task", 0.0)
+        assert default.stages[0].loss.feature == plan.loss.get("feature", RECIPES[recipe].feature)
         first = paper.stages[0].loss
-        assert (first.task, first.kd, first.feature, first.variance) == (1.0, RECIPES[recipe].kd,
-                                                                         RECIPES[recipe].feature, RECIPES[recipe].variance)
+        assert (first.task, first.kd, first.feature, first.variance) == (1.0, RECIPES[recipe].kd, 0.0,
+                                                                         RECIPES[recipe].variance)
         assert default.stages[0].loss.kd == RECIPES[recipe].kd
+    assert FAMILIES["dit"].loss == {"task": 1.0, "feature": 0.5}  # LiT's L_simple, EDiT's feature term
     mm = parse_config(run_config("mmdit", "mm_edit", DemoSettings(steps=10, task_weight=1.0)))
     assert (mm.stages[1].loss.task, mm.stages[1].loss.kd) == (0.0, 1.0)  # MM-EDiT stage 2: KD only, as before
     args = build_parser(only="demo").parse_args(["demo", "--task-weight", "-1"])
@@ -294,6 +297,6 @@ def test_feature_and_guidance_weights_reach_every_stage_of_the_recipe():
     assert [(s.loss.feature, s.loss.guidance) for s in lit.stages] == [(0.5, 2.0)]
     mm = parse_config(run_config("mmdit", "mm_edit", settings))
     assert [(s.loss.feature, s.loss.guidance) for s in mm.stages] == [(0.5, 2.0), (0.0, 2.0)]  # stage 2: KD only
-    assert parse_config(run_config("dit", "lit", DemoSettings(steps=10))).stages[0].loss.feature == 0.0
+    assert parse_config(run_config("mmdit", "mm_edit", DemoSettings(steps=10))).stages[0].loss.feature == 0.5
     with pytest.raises(ValueError, match="--feature-weight must be >= 0, got -1.0"):
         settings_from(parser.parse_args(["demo", "--feature-weight", "-1"]))

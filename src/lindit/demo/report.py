@@ -114,11 +114,15 @@ def seed_table(rows: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
-def _task_words(s: dict) -> str:
-    weight = s.get("task_weight", 1.0)  # reports from before the setting used the recipes' own task loss
-    if weight == 0:
-        return "its noise-prediction (task) loss left out: the students learn from the teacher alone"
-    return f"its noise-prediction (task) loss weighted {weight:g}"
+def recipe_words(recipe: dict) -> str:
+    """A family's stages (trainable set, steps, lr, non-zero loss weights) and each student's convert options."""
+    stages = "; ".join(
+        f"stage \"{st['name']}\" ({'the replaced layers' if st['trainable'] == 'attention' else 'every weight'}, "
+        f"{st['steps']} steps, lr {st['lr']:g}): " + " + ".join(f"{k} {v:g}" for k, v in st["loss"].items() if v)
+        for st in recipe["stages"])
+    convert = "; ".join(f"{m}: " + (", ".join(f"{k}={v}" for k, v in opts.items()) or "the method's defaults")
+                        for m, opts in recipe["convert"].items())
+    return f"Recipe: {stages}. lindit.convert options: {convert}."
 
 
 def _steps_words(s: dict) -> str:
@@ -175,7 +179,7 @@ def write_markdown(out: Path, report: dict, command: str) -> None:
     lines = ["# lindit demo report", "",
              f"Made by `{command}` in {s['total_seconds']:.0f} s on {s['machine'].get('cpu', 'this CPU')} "
              f"({s['machine'].get('torch_threads', '?')} threads). Every student was distilled from its built-in teacher with "
-             f"the family's recipe for {_steps_words(s)} ({_budget_words(s)}), {_task_words(s)}; images: "
+             f"its family's recipe (under each table) for {_steps_words(s)} ({_budget_words(s)}); images: "
              f"{s['n_eval']} held-out "
              f"prompts per model, {s['sample_steps']} sampling steps, {_seed_words(s)}. FID is on the "
              "features of the world's shipped classifier against as many real world images (compare it only at "
@@ -184,6 +188,8 @@ def write_markdown(out: Path, report: dict, command: str) -> None:
              "same noise. Latency: one transformer forward, batch 1, median of repeats, this CPU.", ""]
     for family, rows in report["families"].items():
         lines += family_table(family, rows, sizes)
+        if family in s.get("recipes", {}):
+            lines += [recipe_words(s["recipes"][family]), ""]
         if "per_seed" in rows["teacher"]:
             lines += ["FID / adherence per seed:", ""] + seed_table(rows)
         lines += [f"![samples]({family}_samples.png)", ""]

@@ -39,6 +39,7 @@ def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit dem
     shutil.rmtree(out / "cache", ignore_errors=True)  # the encoded worlds: tens of MB no student needs now
     bar.close()
     meta = {**asdict(settings), "steps_by_family": {f: settings.steps_for(f) for f in settings.families},
+            "recipes": {f: _recipe(f, settings) for f in settings.families},
             "total_seconds": round(time.perf_counter() - start, 1), "command": command,
             "machine": machine_info(torch.device("cpu"))}
     report = write_json_report(out, meta, families)
@@ -84,6 +85,12 @@ def _family(family: str, settings: DemoSettings, out: Path, bar, seed_dir: str |
     if first:
         sample_grid(out / f"{family}_samples.png", grid, [str(c) for c in _titles(family, evals)])
     return table
+
+
+def _recipe(family: str, settings: DemoSettings) -> dict:
+    """What the report states of a family's recipe: its stages and every student's convert options."""
+    configs = {m: run_config(family, m, settings) for m in settings.methods(family)}
+    return {"stages": next(iter(configs.values()))["stages"], "convert": {m: c["model"]["convert"] for m, c in configs.items()}}
 
 
 def _encode_world(family: str, settings: DemoSettings, folder: Path) -> str:
