@@ -25,12 +25,13 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype
     """The transformer named by ``spec`` (see module docstring), in eval mode."""
     from .integrations.diffusers import is_lindit_dir, load
     from .integrations.diffusers.loading import load_teacher
+    from .integrations.diffusers.persistence import is_hub_student
 
     if spec.startswith(BUILTIN_PREFIX):
         from .world.teachers import load_builtin_teacher
 
         model = load_builtin_teacher(spec[len(BUILTIN_PREFIX):])
-    elif is_lindit_dir(spec):
+    elif is_lindit_dir(spec) or is_lindit_dir(Path(spec) / "transformer") or is_hub_student(spec):
         return load(spec, device=device, dtype=dtype)
     else:
         if not Path(spec).exists() and (spec.startswith((".", "/")) or spec.count("/") != 1):

@@ -28,7 +28,7 @@ def run(args) -> int:
     if args.scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {args.scheme!r}; supported: {supported()}")
     if not is_lindit_dir(args.model):
-        raise ValueError(f"--model {args.model} is not a lindit folder (no lindit.json); convert the teacher with "
+        raise ValueError(f"--model {args.model} is not a lindit student folder; convert the teacher with "
                          "lindit convert first")
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"--out {args.out} already exists; pass --overwrite to replace it")

@@ -120,7 +120,8 @@ def student_for_stage(comp: Components, stage_index: int) -> nn.Module:
 
 
 def _public(config) -> dict:
-    return {k: v for k, v in config.items() if not k.startswith("_")}
+    """The architecture part of a config (what a stage teacher and the student must share)."""
+    return {k: v for k, v in config.items() if not k.startswith(("_", "lindit_"))}
 
 
 def stage_data(comp: Components, stage: StageConfig):

@@ -86,6 +86,16 @@ class ModelSource:
 
 
 @dataclass
+class LoraSettings:
+    """PEFT LoRA adapters on the projections of the layers lindit converted (``stages[i].trainable: lora``)."""
+
+    rank: int = 16
+    alpha: float | None = None  # default: rank (scale 1)
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+
+@dataclass
 class ModelConfig:
     base: str | None = None  # diffusers pipeline folder or hub id: VAE, text encoder(s), scheduler, teacher
     teacher: ModelSource | None = None  # default: the base pipeline's transformer
@@ -98,6 +108,7 @@ class ModelConfig:
     vae: Literal["pipeline", "builtin", "none"] = "pipeline"
     conditioning: Literal["auto", "pipeline", "builtin", "labels"] = "auto"  # auto: labels for DiT, else pipeline
     max_sequence_length: int | None = None  # text tokens; default: the pipeline's (PixArt 300, SD3 256)
+    lora: LoraSettings | None = None  # adapters for LoRA training; the saved student has them merged
 
 
 @dataclass
@@ -151,7 +162,9 @@ class StageConfig:
     lr: float
     resolution: int  # pixels; buckets keep about resolution**2 pixels
     name: str = ""
-    trainable: Literal["attention", "all"] = "all"  # attention: only the layers lindit replaced
+    # attention: only the layers lindit replaced; lora: model.lora's adapters and the converted layers' own new
+    # weights (ConvFusion, Spatial Compressor, ...), their projections frozen; all: every weight
+    trainable: Literal["attention", "lora", "all"] = "all"
     teacher: ModelSource = field(default_factory=lambda: ModelSource(same=True))
     loss: LossWeights = field(default_factory=LossWeights)
     batch_size: int | None = None  # default: data.batch_size
@@ -275,6 +288,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ValueError("model: nothing to convert: set model.base or model.teacher (or model.student.lindit)")
     _check_positive(cfg)
     _check_averaging(cfg)
+    _check_lora(cfg)
     return cfg
 
 
@@ -342,6 +356,16 @@ def _check_averaging(cfg: RunConfig) -> None:
                          f"choose from {', '.join(valid)}")
     if cfg.ema is not None and not 0.0 < cfg.ema.decay < 1.0:
         raise ValueError(f"ema.decay: must be in (0, 1), got {cfg.ema.decay}")
+
+
+def _check_lora(cfg: RunConfig) -> None:
+    lora = cfg.model.lora
+    uses = [i for i, stage in enumerate(cfg.stages) if stage.trainable == "lora"]
+    if uses and lora is None:
+        raise ValueError(f"stages[{uses[0]}].trainable: lora needs model.lora (e.g. model.lora: {{rank: 16}})")
+    if lora is not None and (lora.rank < 1 or not lora.target_modules or lora.dropout < 0 or lora.dropout >= 1):
+        raise ValueError(f"model.lora: rank must be >= 1, target_modules non-empty and dropout in [0, 1); "
+                         f"got rank={lora.rank}, target_modules={lora.target_modules}, dropout={lora.dropout}")
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -35,7 +35,8 @@ from .data import BatchOrder, BucketBatches, collate, drop_captions
 from .hooks import FeatureCapture, TeacherForcing
 from .losses import TERMS, feature_loss, loss_terms, total_loss
 from .metrics import MetricsLog, postfix, progress_bar, tensorboard_available
-from .models import rebuild, save_student, trainable_parameters
+from .models import merge_lora, rebuild, save_student, trainable_parameters
+from .schema import to_dict
 
 
 def distill(config: RunConfig | dict | str | Path, out_dir: str | Path, resume: str | Path | None = None,
@@ -96,8 +97,10 @@ class Trainer:
         self.param_names = [n for n, _ in comp.student.named_parameters()]
         self.ema = None
         if cfg.ema is not None:
+            # model_cls / model_config as in diffusers' training scripts: EMAModel can rebuild the student
             self.ema = EMAModel(comp.student.parameters(), decay=cfg.ema.decay,
-                                update_after_step=cfg.ema.update_after_step, use_ema_warmup=cfg.ema.use_warmup)
+                                update_after_step=cfg.ema.update_after_step, use_ema_warmup=cfg.ema.use_warmup,
+                                model_cls=type(comp.student), model_config=comp.student.config)
             self.ema.to(accelerator.device)
 
     def run(self, resume, max_steps: int | None) -> Path:
@@ -175,11 +178,15 @@ class Trainer:
         """Save the student (and its EMA) into ``out_dir``; returns ``out_dir``."""
         state = self.acc.get_state_dict(self.model)  # on every process: gathers FSDP / ZeRO-3 shards
         if self.acc.is_main_process:
-            student = rebuild(self.comp.student, state)
-            save_student(student, self.out_dir)
-            if self.ema is not None:  # the rebuilt student is a copy: overwrite it with the averages
-                self.ema.copy_to(student.parameters())
-                save_student(student, self.out_dir / "ema")
+            for folder, averaged in ((self.out_dir, False), (self.out_dir / "ema", True)):
+                if averaged and self.ema is None:
+                    continue
+                student = rebuild(self.comp.student, state)
+                if averaged:  # the rebuilt student is a copy: overwrite it with the averages
+                    self.ema.copy_to(student.parameters())
+                student = merge_lora(student, folder / "lora")  # LoRA training: adapters merged
+                student.lindit_recipe = to_dict(self.cfg)  # for the model card
+                save_student(student, folder)
         self.acc.wait_for_everyone()
         self.acc.end_training()
         return self.out_dir
