@@ -28,6 +28,7 @@ from .integrations.diffusers import (  # noqa: E402
 )
 from .methods import methods  # noqa: E402
 from .modules import JointAttention, LinearAttention, MixFFN, SoftmaxAttention  # noqa: E402
+from . import students  # noqa: E402,F401  (the module saved pipelines name for lindit's classes)
 
 __version__ = "0.1.0"
 

@@ -5,8 +5,9 @@ A student is ``LinditPixArtTransformer2DModel``, ``LinditSD3Transformer2DModel``
 layers, inherited projections, options: the ``Plan``), so diffusers' own machinery rebuilds it from
 (class, config) like any diffusers model: ``from_pretrained`` (``torch_dtype``, ``variant``, sharded
 weights, ``low_cpu_mem_usage``, ``device_map``), ``from_config``, ``EMAModel(model_cls=..., model_config=...)``,
-pipelines' ``save_pretrained`` / ``from_pretrained`` (``model_index.json`` records ``["lindit", class]``;
-``import lindit`` before loading the pipeline, as for any library outside diffusers). Each class also has
+pipelines' ``save_pretrained`` / ``from_pretrained`` (``model_index.json`` records
+``["lindit.students", class]``; ``import lindit`` before loading the pipeline, as for any library outside
+diffusers). Each class also has
 diffusers' ``PeftAdapterMixin`` (PEFT LoRA: ``add_adapter``, ``load_lora_adapter``, ...).
 
 Loading a student folder with the teacher's class would silently build the teacher and drop the lindit
@@ -146,8 +147,8 @@ def _student_class(teacher_cls: type, family: str) -> type:
     bases = (LinditModelMixin, teacher_cls) + (() if issubclass(teacher_cls, PeftAdapterMixin) else (PeftAdapterMixin,))
     doc = (f"A lindit student of {teacher_cls.__name__}: its blocks' attention replaced as the config's "
            "``lindit_conversion`` says; everything else is the teacher's architecture.")
-    # __module__ "lindit": what pipelines' model_index.json records, stable across lindit's internal layout
-    return type(name, bases, {"__init__": _student_init(teacher_cls), "__doc__": doc, "__module__": "lindit",
+    # __module__: what pipelines' model_index.json records (lindit/students.py), stable across lindit's layout
+    return type(name, bases, {"__init__": _student_init(teacher_cls), "__doc__": doc, "__module__": "lindit.students",
                               "lindit_family": family})
 
 
