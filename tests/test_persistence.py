@@ -144,3 +144,22 @@ def test_a_broken_format1_plan_is_named(tmp_path):
     (tmp_path / "m" / "lindit.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="is not a lindit plan"):
         lindit.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"method": "nope"}, "method 'nope' does not fit PixArtTransformer2DModel; valid methods: edit"),
+    ({"layers": [0, 9]}, r"layers \[9\] out of range; the model has blocks 0-1"),
+    ({"layers": "abc"}, "layers must be a list of block indices, got 'abc'"),
+    ({"inherit": "qz"}, "inherit must use the letters q, k, v, o"),
+    ({"options": {"heads": 2}}, r"unknown option\(s\) \['heads'\] for method 'edit'"),
+    ({"extra": 1}, r"unknown entries \['extra'\]"),
+    ({"family": "sd3"}, "is for the sd3 family, but LinditPixArtTransformer2DModel is pixart"),
+    ({"format_version": 7}, "format 7 is not the one this lindit reads"),
+    ({"options": [1]}, "needs a method and options as a mapping"),
+])
+def test_a_malformed_conversion_record_is_one_clear_error(saved, change, message):
+    config = json.loads((saved / "config.json").read_text())
+    config["lindit_conversion"].update(change)
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        lindit.load(saved)

@@ -14,9 +14,8 @@ import warnings
 import torch
 from torch import nn
 
-from ...methods import REGISTRY, get_method
-from .families import FAMILIES, Family, family_of
-from .structure import Plan, converted_layers
+from .families import FAMILIES, family_of
+from .structure import Plan, converted_layers, make_plan
 from .students import STUDENT_CLASSES
 
 # Teacher projection groups (LiT Table 3) -> (teacher path, student path, role whose branch restarts at zero).
@@ -28,7 +27,6 @@ INHERIT_GROUPS = {
     "v": [("to_v", "to_v", None), ("add_v_proj", "add_v_proj", None)],
     "o": [("to_out.0", "to_out.0", None), ("to_add_out", "to_add_out", None)],
 }
-COMMON_OPTIONS = ("layers", "inherit")
 
 
 def convert(model: nn.Module, method: str | None = None, **options) -> nn.Module:
@@ -45,7 +43,8 @@ def convert(model: nn.Module, method: str | None = None, **options) -> nn.Module
     if getattr(model, "lindit_config", None):
         raise ValueError(f"model is already converted ({model.lindit_config['method']}); convert the original teacher")
     fam = family_of(model)
-    plan = make_plan(fam, model, method or fam.default_method, options)
+    plan = make_plan(fam, len(model.transformer_blocks), method or fam.default_method, options,
+                     teacher=model.config.get("_name_or_path"))
     student = copy.deepcopy(model)
     # The copy becomes the student class in place: the teacher's weights and buffers stay exact copies and
     # a large model is not initialised twice. _lindit_build is what the class's __init__ runs after the
@@ -62,47 +61,6 @@ def convert_pipeline(pipe, method: str | None = None, **options):
     ``pipe``. ``pipe.save_pretrained`` then records lindit's class in ``model_index.json``."""
     pipe.register_modules(transformer=convert(pipe.transformer, method, **options))
     return pipe
-
-
-def make_plan(fam: Family, model: nn.Module, method_name: str, options: dict) -> Plan:
-    try:
-        method = get_method(method_name, kind=fam.kind)
-    except ValueError:
-        valid = ", ".join(n for n, m in REGISTRY.items() if m.kind == fam.kind)
-        raise ValueError(
-            f"method {method_name!r} does not fit {fam.model_class.__name__}; valid methods: {valid}"
-        ) from None
-    opts = dict(options)
-    unknown = set(opts) - set(method.options) - set(COMMON_OPTIONS)
-    if unknown:
-        valid = ", ".join(sorted(set(method.options) | set(COMMON_OPTIONS)))
-        raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method_name!r}; valid: {valid}")
-    depth = len(model.transformer_blocks)
-    layers = _layers(opts.pop("layers", None), depth, method_name)
-    inherit = _inherit(opts.pop("inherit", "qkvo" if method_name == "kv_compress" else ""))
-    return Plan(fam.name, method_name, layers, inherit, opts, teacher=model.config.get("_name_or_path"))
-
-
-def _layers(layers, depth: int, method_name: str) -> list[int]:
-    if layers is None:  # PixArt-Sigma's 1024px kv-compress config: layers 14-27 of 28, i.e. the second half
-        return list(range(depth // 2, depth)) if method_name == "kv_compress" else list(range(depth))
-    layers = sorted({int(i) for i in layers})
-    bad = [i for i in layers if not 0 <= i < depth]
-    if bad or not layers:
-        raise ValueError(f"layers {bad or layers} out of range; the model has blocks 0-{depth - 1}")
-    return layers
-
-
-def _inherit(inherit) -> str:
-    """Normalise "qv", ["q", "v"], "all" or "none" to a string in q, k, v, o order."""
-    if inherit in (None, "none"):
-        return ""
-    if inherit == "all":
-        return "qkvo"
-    letters = set("".join(inherit))
-    if not letters <= set("qkvo"):
-        raise ValueError(f"inherit must use the letters q, k, v, o (or 'all' / 'none'), got {inherit!r}")
-    return "".join(c for c in "qkvo" if c in letters)
 
 
 def _copy_module(src: nn.Module, dst: nn.Module) -> list[str]:

@@ -71,7 +71,16 @@ def card_text(model, where: str) -> str:
 def _recipe_text(recipe: dict | None) -> str:
     if not recipe:
         return "Not recorded: this model was saved right after conversion, or trained outside `lindit distill`."
-    return "Distilled with `lindit distill`:\n\n```json\n" + json.dumps(recipe, indent=2) + "\n```"
+    return "Distilled with `lindit distill`:\n\n```json\n" + json.dumps(_set_values(recipe), indent=2) + "\n```"
+
+
+def _set_values(value):
+    """The recipe without its unset (None) entries, which only make the card longer."""
+    if isinstance(value, dict):
+        return {k: _set_values(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set_values(v) for v in value]
+    return value
 
 
 def is_lindit_card(path: Path) -> bool:

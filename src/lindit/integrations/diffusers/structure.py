@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from ...methods import REGISTRY, Method
+from ...methods import REGISTRY, Method, get_method
 from ...modules import JointAttention, LinearAttention, MixFFN, SoftmaxAttention
 from .families import FAMILIES, Family, layer_spec
 from .token_grid import TokenGrid
 
 FORMAT_VERSION = 2  # 1: lindit.json + lindit_model.safetensors with adapters (.inner); 2: diffusers classes
 ATTENTION_LAYERS = (LinearAttention, SoftmaxAttention, JointAttention)
+COMMON_OPTIONS = ("layers", "inherit")
 
 
 @dataclass
@@ -35,6 +36,56 @@ class Plan:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def make_plan(fam: Family, depth: int, method_name: str, options: dict, teacher: str | None = None) -> Plan:
+    """Check a method and its options for a model of family ``fam`` with ``depth`` blocks; the Plan."""
+    try:
+        method = get_method(method_name, kind=fam.kind)
+    except ValueError:
+        valid = ", ".join(n for n, m in REGISTRY.items() if m.kind == fam.kind)
+        raise ValueError(
+            f"method {method_name!r} does not fit {fam.model_class.__name__}; valid methods: {valid}"
+        ) from None
+    opts = dict(options)
+    unknown = set(opts) - set(method.options) - set(COMMON_OPTIONS)
+    if unknown:
+        valid = ", ".join(sorted(set(method.options) | set(COMMON_OPTIONS)))
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method_name!r}; valid: {valid}")
+    layers = _layers(opts.pop("layers", None), depth, method_name)
+    inherit = _inherit(opts.pop("inherit", "qkvo" if method_name == "kv_compress" else ""))
+    return Plan(fam.name, method_name, layers, inherit, opts, teacher=teacher)
+
+
+def _layers(layers, depth: int, method_name: str) -> list[int]:
+    if layers is None:  # PixArt-Sigma's 1024px kv-compress config: layers 14-27 of 28, i.e. the second half
+        return list(range(depth // 2, depth)) if method_name == "kv_compress" else list(range(depth))
+    if isinstance(layers, (str, bytes)) or not all(isinstance(i, int) for i in _iterable(layers)):
+        raise ValueError(f"layers must be a list of block indices, got {layers!r}")
+    layers = sorted(set(layers))
+    bad = [i for i in layers if not 0 <= i < depth]
+    if bad or not layers:
+        raise ValueError(f"layers {bad or layers} out of range; the model has blocks 0-{depth - 1}")
+    return layers
+
+
+def _iterable(value) -> list:
+    try:
+        return list(value)
+    except TypeError:
+        return [value, None]  # not a sequence: fails the check
+
+
+def _inherit(inherit) -> str:
+    """Normalise "qv", ["q", "v"], "all" or "none" to a string in q, k, v, o order."""
+    if inherit in (None, "none"):
+        return ""
+    if inherit == "all":
+        return "qkvo"
+    letters = set("".join(inherit)) if isinstance(inherit, (str, list, tuple)) else {"?"}
+    if not letters <= set("qkvo"):
+        raise ValueError(f"inherit must use the letters q, k, v, o (or 'all' / 'none'), got {inherit!r}")
+    return "".join(c for c in "qkvo" if c in letters)
 
 
 def build_structure(model: nn.Module, plan: Plan, grid: TokenGrid) -> None:

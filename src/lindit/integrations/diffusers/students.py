@@ -28,7 +28,8 @@ from diffusers.loaders import PeftAdapterMixin
 from .lora import filter_lora_state, read_lora_state, warn_dropped
 from .model_card import write_model_card
 from .positions import allow_any_resolution
-from .structure import FORMAT_VERSION, Plan, build_structure, converted_layers
+from .families import FAMILIES
+from .structure import FORMAT_VERSION, Plan, build_structure, converted_layers, make_plan
 from .token_grid import TokenGrid
 
 CONVERSION_KEYS = {"family", "method", "layers", "inherit", "options", "teacher", "format_version"}
@@ -43,7 +44,7 @@ class LinditModelMixin:
         if quantization is not None:
             raise ValueError(f"this {type(self).__name__} config holds a quantized model "
                              f"({quantization.get('scheme')}); load it with lindit.load(path)")
-        plan = plan_from_config(conversion, type(self).__name__, self.lindit_family)
+        plan = plan_from_config(conversion, type(self).__name__, self.lindit_family, len(self.transformer_blocks))
         self.lindit_grid = TokenGrid(int(self.config.patch_size))
         allow_any_resolution(self)  # SD3: positions beyond the trained table; PixArt/DiT: no change
         build_structure(self, plan, self.lindit_grid)
@@ -59,7 +60,7 @@ class LinditModelMixin:
 
     def set_attn_processor(self, processor):
         """diffusers' processors apply to the Attention layers left unconverted (``attn_processors``); a dict
-        that names a converted layer is an error, as is a processor for a model with none left."""
+        that names a converted layer is an error."""
         if isinstance(processor, dict):
             converted = {f"{name}.processor" for name in converted_layers(self, attention_only=True)}
             named = sorted(set(processor) & converted)
@@ -104,8 +105,9 @@ class LinditModelMixin:
         self._upload_folder(str(folder), repo_id, token=token, commit_message=commit_message, create_pr=create_pr)
 
 
-def plan_from_config(conversion: dict | None, class_name: str, family: str) -> Plan:
-    """Validate a config's ``lindit_conversion`` and turn it into a Plan; one-line errors name the bad entry."""
+def plan_from_config(conversion: dict | None, class_name: str, family: str, depth: int) -> Plan:
+    """Check a config's ``lindit_conversion`` as ``lindit.convert`` checks its arguments; the Plan.
+    Errors are one line naming the bad entry and what would be valid."""
     if conversion is None:
         raise ValueError(f"{class_name} needs lindit_conversion in its config: build students with "
                          "lindit.convert(teacher, method), or load them with lindit.load(path)")
@@ -114,13 +116,17 @@ def plan_from_config(conversion: dict | None, class_name: str, family: str) -> P
     unknown = sorted(set(conversion) - CONVERSION_KEYS)
     if unknown:
         raise ValueError(f"lindit_conversion has unknown entries {unknown}; valid: {sorted(CONVERSION_KEYS)}")
-    if conversion.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ValueError(f"lindit_conversion format {conversion['format_version']} is newer than this lindit "
-                         f"reads ({FORMAT_VERSION}); upgrade lindit")
-    plan = Plan(**{"family": family, **conversion, "format_version": FORMAT_VERSION})
-    if plan.family != family:
-        raise ValueError(f"lindit_conversion is for the {plan.family} family, but {class_name} is {family}")
-    return plan
+    if conversion.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise ValueError(f"lindit_conversion format {conversion['format_version']} is not the one this lindit "
+                         f"reads ({FORMAT_VERSION})")
+    if conversion.get("family", family) != family:
+        raise ValueError(f"lindit_conversion is for the {conversion['family']} family, but {class_name} is {family}")
+    options = conversion.get("options") or {}
+    if not isinstance(options, dict) or "method" not in conversion:
+        raise ValueError("lindit_conversion needs a method and options as a mapping")
+    return make_plan(FAMILIES[family], depth, conversion["method"],
+                     {**options, "layers": conversion.get("layers"), "inherit": conversion.get("inherit")},
+                     teacher=conversion.get("teacher"))
 
 
 def _student_init(teacher_cls: type):
