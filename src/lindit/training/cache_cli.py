@@ -10,19 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..cli import out_path, positive_int
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("cache", help="encode a dataset with the VAE and text encoders once",
                               description="Encode images (VAE latent moments) and prompts (text encoders) "
                               "into safetensors shards, one subfolder per resolution.")
     p.add_argument("--config", type=Path, required=True, help="the training recipe (model and data sections)")
-    p.add_argument("--out", type=Path, default=None, help="cache folder (default: the recipe's data.source.cache)")
+    p.add_argument("--out", type=out_path, default=None, help="cache folder (default: the recipe's data.source.cache)")
     p.add_argument("--source-folder", type=Path, default=None, help="image folder to encode (x.png + x.txt)")
     p.add_argument("--source-hf", default=None, help="Hugging Face dataset name or saved folder to encode")
-    p.add_argument("--resolution", type=int, nargs="+", default=None,
+    p.add_argument("--resolution", type=positive_int, nargs="+", default=None,
                    help="resolutions to encode (default: every stage's)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--shard-size", type=int, default=1024, help="samples per safetensors shard")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--shard-size", type=positive_int, default=1024, help="samples per safetensors shard")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (values read as YAML)")
     p.set_defaults(func=run)
@@ -45,6 +47,10 @@ def run(args) -> int:
     resolutions = args.resolution or sorted({s.resolution for s in cfg.stages})
     for res in resolutions:
         check_bucket(res, cfg.data.bucket_multiple, "--resolution")
+    if args.device is not None:
+        from ..eval.measure import resolve_device
+
+        resolve_device(args.device)
     for folder in encode(cfg, out, resolutions, args.batch_size, args.shard_size, args.device):
         print(f"wrote {folder}")
     return 0
