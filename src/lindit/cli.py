@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a bad argument (2, its one line already printed)
+        return done.code if isinstance(done.code, int) else 2
     args.argv = list(argv)  # recorded in reports, so every number names the command that made it
     if not getattr(args, "func", None):
         parser.print_help()

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..eval.measure import resolve_device
+    from ..eval.measure import parse_device
     from ..integrations.diffusers import is_lindit_dir, load, save
     from ..io import check_output
     from .quantize import quantize
@@ -34,7 +34,7 @@ def run(args) -> int:
         raise ValueError(f"--model {args.model} is not a lindit folder (no lindit.json); convert the teacher with "
                          "lindit convert first")
     check_output(args.out, args.overwrite)
-    resolve_device(args.device)
+    parse_device(args.device)
     model = quantize(load(args.model), args.scheme, device=args.device, backend=args.backend,
                      group_size=args.group_size, inplace=True)
     save(model, args.out, overwrite=args.overwrite)
