@@ -13,6 +13,7 @@ user's input must be checked before it can reach them.
 from __future__ import annotations
 
 import errno
+import re
 import sys
 
 EXIT_USER_ERROR = 2
@@ -52,6 +53,10 @@ def user_message(err: BaseException) -> str | None:
         return _one_line(err)
     if isinstance(err, ValueError):
         return _one_line(err)
+    if type(err).__name__ == "SafetensorError":  # a file safetensors could not write or read (Rust I/O)
+        found = re.search(r"os error (\d+)", str(err))
+        reason = _OS_REASONS.get(int(found.group(1))) if found else None
+        return reason or _one_line(err)
     return None
 
 

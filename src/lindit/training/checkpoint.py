@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io import write_json
+from ..io import set_umask_permissions, write_json
 
 PREFIX = "checkpoint-"
 MANIFEST = "lindit_checkpoint.json"
@@ -74,6 +74,7 @@ def save_checkpoint(accelerator, root: str | Path, step: int, state: dict, ema=N
         write_json(tmp / STATE, state)
         if ema is not None:
             save_ema(ema, param_names, tmp / EMA_FILE)
+        set_umask_permissions(tmp)  # safetensors writes 0600
         write_json(tmp / MANIFEST, {"step": step, "files": _describe(tmp)})
         _replace_dir(tmp, final)
         prune(root, keep)

@@ -308,6 +308,11 @@ def _check_stage(stage: StageConfig, where: str) -> None:
                 f"loss.feature: {stage.loss.feature}, other loss terms: {others or 'none'}")
     if stage.steps < 1 or stage.resolution < 1 or stage.lr <= 0:
         raise ValueError(f"{where}: steps, resolution and lr must be positive")
+    if stage.lr > MAX_LR:  # AdamW's first step (lr / 0.1) would overflow float32 near 3e37
+        raise ValueError(f"{where}.lr: at most {MAX_LR:g}, got {stage.lr:g}")
+
+
+MAX_LR = 1e6
 
 
 def check_bucket(resolution: int, multiple: int, where: str) -> None:

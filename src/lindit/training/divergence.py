@@ -3,10 +3,11 @@
 Every optimisation step checks its loss (each micro-step's) and its gradient norm (after accumulation, over
 all processes: one device sync per step). A step where either is not finite is skipped: the weights, the
 optimizer moments and the EMA stay as they were (under fp16 the gradient scaler skips it too and lowers its
-scale). After ``training.max_nonfinite_steps`` such steps in a row the run raises ``TrainingDiverged``,
-naming the step, the last checkpoint and what to change. Weights are also checked before every checkpoint
-and before the final save, so a checkpoint never holds NaN or inf, and pruning (which keeps the newest)
-can never remove the last finite one.
+scale). No checkpoint is written while such steps follow each other (those weights just gave NaN), and
+weights are checked before every checkpoint and before the final save, so a checkpoint never holds NaN or
+inf, and pruning (which keeps the newest) can never remove the last good one. After
+``training.max_nonfinite_steps`` such steps in a row the run raises ``TrainingDiverged``, naming the steps,
+the last checkpoint and what to change.
 """
 
 from __future__ import annotations
@@ -23,16 +24,10 @@ class NonFiniteGuard:
     def __init__(self, cfg, root: Path):
         self.cfg, self.root = cfg, root
         self.limit = cfg.training.max_nonfinite_steps
-        self.in_a_row = 0  # skipped steps in a row (kept in checkpoints)
+        self.in_a_row = 0  # skipped steps in a row (0 at every checkpoint: none is written during a streak)
         self.first = None  # the first of them
         self.loss_bad = None  # a (device) flag: some micro-step's loss of this step was not finite
         self.grads_bad = False
-
-    def state(self) -> dict:
-        return {"nonfinite_in_a_row": self.in_a_row, "nonfinite_first": self.first}
-
-    def restore(self, state: dict) -> None:
-        self.in_a_row, self.first = state.get("nonfinite_in_a_row", 0), state.get("nonfinite_first")
 
     def see_loss(self, loss: torch.Tensor) -> None:
         bad = ~torch.isfinite(loss.detach())
@@ -66,11 +61,11 @@ class NonFiniteGuard:
     def diverged(self, stage: int, what: str) -> TrainingDiverged:
         cfg, saved = self.cfg, list_checkpoints(self.root)
         name = f" {cfg.stages[stage].name!r}" if cfg.stages[stage].name else ""
-        back = (f"resume from the last checkpoint, {saved[-1]}, with --resume {saved[-1]} --accept-config-changes"
-                if saved else "start again in a new --out (no checkpoint was saved)")
+        back = (f"resume from the last checkpoint, written before that: --resume {saved[-1]} --accept-config-changes"
+                if saved else "start again (no checkpoint was written): --resume latest --accept-config-changes")
         return TrainingDiverged(
-            f"training diverged in stage {stage}{name}: {what}; nothing after the last checkpoint was saved. The way "
-            f"back: lower stages[{stage}].lr (now {cfg.stages[stage].lr:g}) or training.max_grad_norm (now "
+            f"training diverged in stage {stage}{name}: {what}; nothing was saved since. The way back: lower "
+            f"stages[{stage}].lr (now {cfg.stages[stage].lr:g}) or training.max_grad_norm (now "
             f"{cfg.training.max_grad_norm}) and {back}")
 
 

@@ -111,7 +111,6 @@ class Trainer:
         """Train from checkpoint ``ckpt`` (None: from step 0) to the end or ``max_steps``; save the student."""
         state = read_state(ckpt) if ckpt else {"global_step": 0, "stage": 0, "stage_step": 0, "position": 0}
         self.global_step = state["global_step"]
-        self.guard.restore(state)
         self.resumed_window = state.get("log_window", {})
         if self.acc.is_main_process:
             print(f"lindit distill: {'resuming from ' + str(ckpt) if ckpt else 'starting'} "
@@ -181,9 +180,11 @@ class Trainer:
         """A checkpoint of finite weights (a non-finite model is never saved: ``TrainingDiverged``), with
         what the metrics window had gathered, so that a resumed run logs exactly the rows of an
         uninterrupted one."""
+        if self.guard.in_a_row:  # these weights just gave a non-finite loss: keep the last good checkpoint
+            return
         check_finite_weights(self.acc, model, self.guard, stage, self.global_step)
         state = {"global_step": self.global_step, "stage": stage, "stage_step": stage_step, "position": position,
-                 "log_window": window, **self.guard.state()}
+                 "log_window": window}
         save_checkpoint(self.acc, self.root, self.global_step, state, self.ema, self.param_names,
                         self.cfg.checkpointing.keep)  # fmt: skip
 
