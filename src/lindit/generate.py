@@ -115,6 +115,8 @@ def size_multiple(pipe) -> int:
 
 def check_request(pipe, req: Request) -> None:
     m = size_multiple(pipe)
+    if family_of(pipe.transformer).name == "pixart":
+        m = math.lcm(m, 8)  # PixArtSigmaPipeline.check_inputs asks for multiples of 8 whatever the VAE
     for name, value in (("height", req.height), ("width", req.width)):
         if value <= 0 or value % m:
             lo, hi = max(m, value // m * m), (value // m + 1) * m

@@ -74,6 +74,12 @@ def run(args) -> int:
 
     if args.low_memory and args.parallel > 1:
         raise ValueError("--low-memory and --parallel do not combine; choose one")
+    if args.parallel > 1:
+        from .integrations.diffusers import is_lindit_dir
+
+        if not is_lindit_dir(args.model):  # before P processes start and load it
+            raise ValueError(f"--parallel needs a model converted by lindit (a lindit folder with every attention "
+                             f"layer converted); {args.model} is not one")
     count = max(1, len(args.prompt or args.class_label or [])) * args.batch
     for path in _paths(args.out, count):  # before anything is loaded
         check_output(path, args.overwrite, folder=False)

@@ -13,6 +13,7 @@ Inference only: the collectives are not differentiable.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -111,6 +112,9 @@ def launch(fn, world: int, *args) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "store")
+        quiet = logging.getLogger("torch.multiprocessing.spawn")  # it logs the SIGTERM of the other workers
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         try:
             mp.spawn(_worker, args=(world, store, fn, args), nprocs=world, join=True)
         except mp.ProcessExitedException:
@@ -119,4 +123,6 @@ def launch(fn, world: int, *args) -> None:
                 raise
             with open(os.path.join(tmp, errors[0])) as f:
                 raise UserError(f.read()) from None
+        finally:
+            quiet.setLevel(level)
 

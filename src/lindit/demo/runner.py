@@ -96,9 +96,11 @@ def _encode_world(family: str, settings: DemoSettings, folder: Path) -> str:
 
 def _check_student(family: str, student: str, teacher) -> None:
     from ..integrations.diffusers import convert
+    from ..methods import check_options
 
     name, options = method_variant(student)
     try:
+        check_options(name, options)
         convert(teacher, name, **options)
     except (ValueError, TypeError) as e:
         raise ValueError(f"student {student!r} does not fit the {family} family: {e}") from None

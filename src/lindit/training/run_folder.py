@@ -43,10 +43,12 @@ def claim_run(out_dir: Path, cfg: RunConfig, resume, accept_changes: bool = Fals
     from accelerate.utils import broadcast_object_list
 
     main = PartialState().is_main_process
+    existed = out_dir.exists()
     with ExitStack() as stack:
         outcome: list = [None, None]  # [refusal, checkpoint]
         error = None
         if main:
+            stack.callback(_forget_if_not_started, out_dir, existed)  # after the lock is released
             try:
                 stack.enter_context(FolderLock(out_dir))
                 outcome[1] = check_run_folder(out_dir, cfg, resume, accept_changes)
@@ -58,6 +60,17 @@ def claim_run(out_dir: Path, cfg: RunConfig, resume, accept_changes: bool = Fals
         if outcome[0] is not None:
             raise UserError(outcome[0])
         yield outcome[1]
+
+
+def _forget_if_not_started(out_dir: Path, existed: bool) -> None:
+    """A run that ended before its first optimisation step (a bad teacher path, a missing checkpoint)
+    leaves nothing: its run.yaml goes, and the folder too if this run made it."""
+    found = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else None
+    if found is None or found - NOT_STARTED - {LOCK_NAME}:
+        return
+    (out_dir / RUN_CONFIG).unlink(missing_ok=True)
+    if not existed:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def check_run_folder(out_dir: Path, cfg: RunConfig, resume, accept_changes: bool = False) -> Path | None:
