@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import write_recipe
+from reliability_helpers import billion_laughs, write_recipe
 
 from lindit.cli import main
 from lindit.world.teachers import teacher_dir
@@ -302,15 +302,6 @@ def paths(tmp_path_factory, student):
             "png": root / "taken.png", "onnx": root / "taken.onnx", "listyaml": root / "list.yaml",
             "brokenyaml": root / "broken.yaml", "selfref": root / "selfref.yaml", "bomb": root / "bomb.yaml",
             "noweights": root / "noweights", "truncated": root / "truncated", "recipe": recipe, "run": root / "run"}
-
-
-def billion_laughs(levels: int) -> str:
-    """A few hundred bytes of YAML whose aliases expand to 10**levels values."""
-    names = "abcdefghij"
-    lines = ["a: &a [x,x,x,x,x,x,x,x,x,x]"]
-    for prev, name in zip(names, names[1:levels]):
-        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 10) + "]")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.parametrize("command, fragment", CASES, ids=[c for c, _ in CASES])

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import write_recipe
+from reliability_helpers import write_recipe
 from safetensors.torch import load_file
 
 import lindit
@@ -229,3 +229,15 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, capsy
     assert code == 2
     one_error_line(capsys, "file too large")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------- lindit cache --out
+def test_a_cache_rerun_with_other_data_is_refused_instead_of_mixing_shards(tmp_path, recipe, capsys):
+    cache = tmp_path / "cache"
+    assert main(["cache", "--config", str(recipe), "--out", str(cache)]) == 0
+    capsys.readouterr()
+    before = snapshot(cache)
+    assert main(["cache", "--config", str(recipe), "--out", str(cache), "data.source.world.seed=1"]) == 2
+    one_error_line(capsys, "holds a cache of other data or settings", "seed: 0 -> 1")
+    assert snapshot(cache) == before  # the old shards were neither reused for the new data nor replaced
+    assert main(["cache", "--config", str(recipe), "--out", str(cache)]) == 0  # the same one resumes

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from test_bad_inputs import billion_laughs
+from reliability_helpers import billion_laughs
 
 import lindit
 from lindit.cli import main

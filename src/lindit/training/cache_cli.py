@@ -3,11 +3,14 @@
     lindit cache --config configs/edit-pixart-sigma.yaml --source-folder /data/ye-pop --out /data/ye-pop-cache
 
 Training then reads the shards (``data.source: {cache: /data/ye-pop-cache}``) and never runs the encoders.
-Rerunning after an interruption skips the shards already written.
+Rerunning after an interruption skips the shards already written. A cache folder holds one dataset: its
+``lindit_cache.json`` records what is encoded (source, model, buckets, shard size), and a rerun with other
+settings is refused instead of mixing old shards into new ones; the folder is locked while encoding.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..cli import out_path, positive_int
@@ -51,9 +54,52 @@ def run(args) -> int:
         from ..eval.measure import resolve_device
 
         resolve_device(args.device)
-    for folder in encode(cfg, out, resolutions, args.batch_size, args.shard_size, args.device):
-        print(f"wrote {folder}")
+    from ..io import FolderLock
+
+    existed = Path(out).exists()
+    try:
+        with FolderLock(out):
+            claim_cache(Path(out), cfg, args.shard_size)
+            for folder in encode(cfg, out, resolutions, args.batch_size, args.shard_size, args.device):
+                print(f"wrote {folder}")
+    except BaseException:
+        _forget_if_empty(Path(out), existed)
+        raise
     return 0
+
+
+def _forget_if_empty(out: Path, existed: bool) -> None:
+    """A cache that failed before its first shard (a wrong source folder) leaves nothing behind."""
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {RECORD}:
+        (out / RECORD).unlink(missing_ok=True)
+        if not existed:
+            out.rmdir()
+
+
+RECORD = "lindit_cache.json"
+
+
+def claim_cache(out: Path, cfg, shard_size: int) -> None:
+    """Record what ``out`` holds, or check that a rerun encodes the same (an interrupted run resumes)."""
+    from ..errors import UserError
+    from ..io import LOCK_NAME, write_json
+    from .run_folder import differences
+    from .schema import to_dict
+
+    model = {k: v for k, v in to_dict(cfg.model).items() if k in ("base", "teacher", "vae", "conditioning",
+                                                                   "max_sequence_length")}
+    record = {"source": to_dict(cfg.data.source), "model": model, "aspect_ratios": cfg.data.aspect_ratios,
+              "bucket_multiple": cfg.data.bucket_multiple, "shard_size": shard_size}
+    record = json.loads(json.dumps(record))  # the types a JSON round trip gives (tuples -> lists)
+    if (out / RECORD).is_file():
+        diffs = differences(json.loads((out / RECORD).read_text()), record)
+        if diffs:
+            raise UserError(f"--out {out} holds a cache of other data or settings ({'; '.join(diffs[:6])}); "
+                            "choose a new --out")
+        return
+    if any(p.name != LOCK_NAME for p in out.iterdir()):
+        raise UserError(f"--out {out} exists and is not a lindit cache folder (no {RECORD}); choose a new --out")
+    write_json(out / RECORD, record)
 
 
 def encode(cfg, out: Path, resolutions: list[int], batch_size: int = 16, shard_size: int = 1024,

@@ -75,6 +75,8 @@ class ModelSource:
     def _coerce(cls, value: Any, path: str) -> Any:
         if value == "same":
             return {"same": True}
+        if isinstance(value, str) and value.startswith("builtin:"):  # the spelling every command accepts
+            return {"builtin": value[len("builtin:"):]}
         return {"path": value} if isinstance(value, str) else value
 
     def kind(self) -> str:
