@@ -241,3 +241,14 @@ def test_a_cache_rerun_with_other_data_is_refused_instead_of_mixing_shards(tmp_p
     one_error_line(capsys, "holds a cache of other data or settings", "seed: 0 -> 1")
     assert snapshot(cache) == before  # the old shards were neither reused for the new data nor replaced
     assert main(["cache", "--config", str(recipe), "--out", str(cache)]) == 0  # the same one resumes
+
+
+def test_a_run_resumed_from_an_older_checkpoint_keeps_its_own_new_checkpoints(tmp_path, recipe):
+    run = tmp_path / "run"
+    assert main(distill_argv(recipe, run, "checkpointing={every: 1, keep: 3}")) == 0  # checkpoints 2, 3, 4
+    older = run / "checkpoints" / "checkpoint-2"
+    assert main(distill_argv(recipe, run, "checkpointing={every: 1, keep: 1}", "--resume", str(older),
+                             "--max-steps", "3")) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-4"]
+    state = json.loads((run / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and "log_window" in state  # written by the resumed run, not the old one
