@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from ..integrations.diffusers import converted_layers
 from .checkpoint import checkpoint_root, load_checkpoint, read_state, save_checkpoint
-from .components import DTYPES, Components, build_components, stage_data, student_for_stage
+from .components import DTYPES, Components, build_components, check_sources, stage_data, student_for_stage
 from .config import RunConfig, load_config, parse_config
 from .divergence import NonFiniteGuard, apply_stage_lr, check_finite_weights
 from .data import BatchOrder, BucketBatches, collate, drop_captions
@@ -52,6 +52,7 @@ def distill(config: RunConfig | dict | str | Path, out_dir: str | Path, resume: 
     """
     cfg = as_config(config)
     out_dir = Path(out_dir)
+    check_sources(cfg)
     with claim_run(out_dir, cfg, resume, accept_config_changes) as ckpt:
         accelerator = make_accelerator(cfg, out_dir)
         try:
