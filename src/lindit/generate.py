@@ -114,14 +114,13 @@ def size_multiple(pipe) -> int:
 
 
 def check_request(pipe, req: Request) -> None:
-    m = size_multiple(pipe)
-    if family_of(pipe.transformer).name == "pixart":
-        m = math.lcm(m, 8)  # PixArtSigmaPipeline.check_inputs asks for multiples of 8 whatever the VAE
+    m, why = size_multiple(pipe), "VAE factor x patch size"
+    if family_of(pipe.transformer).name == "pixart" and m % 8:  # PixArtSigmaPipeline.check_inputs asks for 8
+        m, why = math.lcm(m, 8), f"{why} {m}, and PixArtSigmaPipeline's 8"
     for name, value in (("height", req.height), ("width", req.width)):
         if value <= 0 or value % m:
             lo, hi = max(m, value // m * m), (value // m + 1) * m
-            raise ValueError(f"{name} {value} is not a positive multiple of {m} (VAE factor x patch size); "
-                             f"try {lo} or {hi}")
+            raise ValueError(f"{name} {value} is not a positive multiple of {m} ({why}); try {lo} or {hi}")
     if req.steps <= 0:
         raise ValueError(f"steps must be positive, got {req.steps}")
     if req.batch <= 0:

@@ -119,8 +119,10 @@ def describe(err: BaseException, repo_id: str, what: str, filename: str | None =
         return f"cannot fetch {where}: the repository has no {filename or 'such file'}; is it a diffusers model?"
     if isinstance(err, _network_errors()) or (isinstance(err, OSError) and not err.errno):
         reason = " ".join(str(err).split())[:200] or type(err).__name__
-        return (f"cannot fetch {where} within {timeout_s():g} s ({reason}); give a local folder, or set "
-                "HF_HUB_OFFLINE=1 to use files already in the cache")
+        if isinstance(err, TimeoutError) or "timeout" in type(err).__name__.lower() or "timed out" in reason:
+            reason = f"no answer within {timeout_s():g} s (HF_HUB_ETAG_TIMEOUT)"
+        return (f"cannot fetch {where}: {reason}; give a local folder, or set HF_HUB_OFFLINE=1 to use files "
+                "already in the cache")
     return None
 
 
