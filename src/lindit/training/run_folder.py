@@ -40,9 +40,11 @@ def claim_run(out_dir: Path, cfg: RunConfig, resume, accept_changes: bool = Fals
     """Hold ``out_dir`` for this run (its lock) and check it (``check_run_folder``) on the main process;
     every process gets the checkpoint to resume from, or the main process's refusal."""
     from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast_object_list, parse_flag_from_env
 
-    main = PartialState().is_main_process
+    # The process group, set up as AcceleratorState will (it reads ACCELERATE_USE_CPU; PartialState alone
+    # would make every process of a multi-CPU launch its own main process).
+    main = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process
     existed = out_dir.exists()
     with ExitStack() as stack:
         outcome: list = [None, None]  # [refusal, checkpoint]
