@@ -127,15 +127,21 @@ def check_request(pipe, req: Request) -> None:
         raise ValueError(f"batch must be positive, got {req.batch}")
     if not math.isfinite(req.guidance):
         raise ValueError(f"guidance must be a finite number, got {req.guidance}")
-    family = family_of(pipe.transformer).name
-    if family == "dit":
+    if family_of(pipe.transformer).name == "dit":
         _check_class_request(pipe, req)
-    elif req.class_labels:
-        raise ValueError(f"{type(pipe.transformer).__name__} is a text-to-image model: --class-label applies to "
-                         "class-conditional (DiT) models; pass --prompt")
     elif not req.prompts:
         raise ValueError("pass --prompt")
     _check_memory(req)
+
+
+def check_conditioning(family: str, req: Request) -> None:
+    """Refuse what the pipeline would silently ignore: class labels for a text-to-image model, prompts for a
+    class-conditional one (``run`` itself takes a Request holding both and uses the model's kind)."""
+    if family == "dit" and req.prompts:
+        raise ValueError("DiT models are class-conditional: pass --class-label instead of --prompt")
+    if family != "dit" and req.class_labels:
+        raise ValueError(f"a {family} model is text-to-image: --class-label applies to class-conditional (DiT) "
+                         "models; pass --prompt")
 
 
 def _check_class_request(pipe, req: Request) -> None:
@@ -143,8 +149,6 @@ def _check_class_request(pipe, req: Request) -> None:
         raise ValueError(f"DiTPipeline samples square images only; got {req.height}x{req.width}")
     if not req.class_labels:
         raise ValueError("DiT models are class-conditional: pass --class-label")
-    if req.prompts:
-        raise ValueError("DiT models are class-conditional: pass --class-label instead of --prompt")
     classes = int(pipe.transformer.config.num_embeds_ada_norm)
     if getattr(pipe, "lindit_builtin", None) is not None:  # the shapes world names fewer classes
         from .world.shapes import ShapesClassDataset

@@ -96,7 +96,8 @@ def _generate(rank: int, world: int, args) -> int:
     """Generate on one process; under --parallel every rank runs the pipeline on its band of rows and
     rank 0 writes the images."""
     from .eval.measure import peak_memory_bytes, resolve_device, resolve_dtype
-    from .generate import Request, check_request
+    from .generate import Request, check_conditioning, check_request
+    from .integrations.diffusers.families import family_of
     from .io import atomic_path
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
@@ -106,8 +107,10 @@ def _generate(rank: int, world: int, args) -> int:
     size = produce.default_size()
     req = Request(args.prompt, args.negative_prompt, args.height or size, args.width or size, args.steps,
                   args.guidance, args.seed, args.batch, args.class_label)
-    if getattr(produce, "pipe", None) is not None:  # sizes, labels, memory: before any denoising
-        check_request(produce.pipe, req)
+    pipe = getattr(produce, "pipe", None)
+    check_conditioning(produce.family if pipe is None else family_of(pipe.transformer).name, req)
+    if pipe is not None:  # sizes, labels, memory: before any denoising (--low-memory: at its denoising stage)
+        check_request(pipe, req)
     images, peak = [], None
     start = time.perf_counter()
     if args.profile:

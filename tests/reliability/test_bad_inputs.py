@@ -140,7 +140,7 @@ CASES = [
     ("generate " + PX + " --out {new}.png --height 100000 --width 100000", "100000x100000 px needs at least"),
     ("generate " + PX + " --out {new}.png --guidance nan", "--guidance: must be a finite number, got 'nan'"),
     ("generate " + PX + " --out {new}.png --guidance inf", "--guidance: must be a finite number, got 'inf'"),
-    ("generate " + PX + " --out {new}.png --class-label 5", "--class-label applies to class-conditional"),
+    ("generate " + PX + " --out {new}.png --class-label 5", "a pixart model is text-to-image: --class-label applies"),
     ("generate " + PX + " --out {new}.png --device nosuch", "unknown device 'nosuch'"),
     ("generate " + PX + " --out {new}.png --device cuda:9", "device 'cuda:9'"),
     ("generate " + PX + " --out {new}.png --dtype float8", "argument --dtype: invalid choice: 'float8'"),
