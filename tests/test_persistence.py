@@ -149,7 +149,7 @@ def test_a_broken_format1_plan_is_named(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"method": "nope"}, "method 'nope' does not fit PixArtTransformer2DModel; valid methods: edit"),
     ({"layers": [0, 9]}, r"layers \[9\] out of range; the model has blocks 0-1"),
-    ({"layers": "abc"}, "layers must be a list of block indices, got 'abc'"),
+    ({"layers": "abc"}, "layers='abc' of method 'edit': must be a list of block indices"),
     ({"inherit": "qz"}, "inherit must use the letters q, k, v, o"),
     ({"options": {"heads": 2}}, r"unknown option\(s\) \['heads'\] for method 'edit'"),
     ({"extra": 1}, r"unknown entries \['extra'\]"),

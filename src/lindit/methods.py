@@ -10,6 +10,7 @@ from here, and the tests run every entry.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
@@ -156,6 +157,49 @@ def get_method(name: str, kind: str | None = None) -> Method:
 def methods(kind: str | None = None) -> dict[str, str]:
     """Every method name -> 'source: summary' (of one kind, if given)."""
     return {n: f"{m.source}: {m.summary}" for n, m in REGISTRY.items() if kind is None or m.kind == kind}
+
+
+def _is_int(v, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_number(v, lo: float, hi: float = math.inf, open_lo: bool = False) -> bool:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return ok and (v > lo if open_lo else v >= lo) and v <= hi
+
+
+# option -> (check, what is valid). Each method accepts the options of its Method.options (and layers, inherit).
+OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "heads": (lambda v: _is_int(v, 1), "a positive integer"),
+    "value_conv": (lambda v: v is None or (_is_int(v, 1) and v % 2 == 1), "an odd kernel size (3, 5, ...) or null"),
+    "mlp_ratio": (lambda v: _is_number(v, 0, open_lo=True), "a positive number"),
+    "lf_mid_dim": (lambda v: v is None or _is_int(v, 1), "a positive integer or null"),
+    "factor": (lambda v: _is_int(v, 2), "an integer >= 2 (the KV token grid shrinks by factor^2)"),
+    "eta": (lambda v: v in ("approx", "exact", "learned") or _is_number(v, 0, 1), "approx, exact, learned or a number in [0, 1]"),
+    "softmax_qk": (lambda v: v in ("phi", "raw"), "phi or raw"),
+    "cf_reduction": (lambda v: _is_int(v, 1), "a positive integer"),
+    "cf_groups": (lambda v: _is_int(v, 1), "a positive integer"),
+    "cf_negative_slope": (lambda v: _is_number(v, 0), "a number >= 0"),
+    "sc_kernel": (lambda v: _is_int(v, 1), "a positive integer"),
+    "sc_stride": (lambda v: _is_int(v, 1), "a positive integer"),
+    "layers": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(i, 0) for i in v), "a list of block indices >= 0"),
+    "inherit": (lambda v: isinstance(v, (str, list)), "letters of qkvo, 'all' or 'none'"),
+}
+
+
+def check_options(method: str, options: dict) -> None:
+    """Refuse lindit.convert options that ``method`` does not take or whose values cannot work, naming the
+    bad value and what is valid (before any model is loaded). Block indices are checked against the model
+    by convert itself."""
+    entry = get_method(method)
+    accepted = set(entry.options) | {"layers", "inherit"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid: {', '.join(sorted(accepted))}")
+    for key, value in options.items():
+        ok, valid = OPTION_RULES[key]
+        if not ok(value):
+            raise ValueError(f"option {key}={value!r} of method {method!r}: must be {valid}")
 
 
 def parse_options(pairs: list[str]) -> dict:

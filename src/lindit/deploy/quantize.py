@@ -44,7 +44,9 @@ def quantize(model: nn.Module, scheme: str, *, device: str | torch.device | None
     if getattr(model, "lindit_quantization", None):
         raise ValueError(f"model is already quantized ({model.lindit_quantization['scheme']}); "
                          "quantize the float model")
-    target = torch.device(device) if device is not None else _device_of(model)
+    from ..eval.measure import parse_device, resolve_device
+
+    target = parse_device(device) if device is not None else _device_of(model)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     chosen = choose_backend(sch, target, backend,
                             lambda b: BACKENDS[b].available() and (b, sch.name, dtype) not in UNSAFE)
@@ -52,6 +54,7 @@ def quantize(model: nn.Module, scheme: str, *, device: str | torch.device | None
         raise ValueError(f"group_size must be an even number >= 2, got {group_size}")
     if (chosen, sch.name, dtype) in UNSAFE:  # asked for by name
         raise ValueError(UNSAFE[chosen, sch.name, dtype])
+    resolve_device(str(target))  # the model moves there: it must be present
     model = model if inplace else copy.deepcopy(model)
     model = model.to(target)
     names = quantizable_linears(model, sch.bits, group_size)

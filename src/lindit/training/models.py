@@ -224,14 +224,18 @@ def save_student(student: nn.Module, out_dir: str | Path) -> Path:
     """Save a trained student into ``out_dir`` itself (beside run.yaml, metrics.csv, checkpoints/), so that
     ``lindit.load(out_dir)`` opens it. The files are written by ``lindit.save`` into a temporary sibling and
     moved in one by one, the config (which marks a lindit folder) last."""
+    from .run_folder import clean_leftovers
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".student.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(student, tmp)
-    for path in sorted(tmp.iterdir(), key=lambda p: p.name == CONFIG_NAME):
-        if path.name == "README.md" and not is_lindit_card(out_dir / path.name):
-            continue  # the user's own README in the run folder stays
-        os.replace(path, out_dir / path.name)
-    shutil.rmtree(tmp)
+    clean_leftovers(out_dir)  # of a save that was killed; the run folder's lock is held
+    try:
+        save(student, tmp)
+        for path in sorted(tmp.iterdir(), key=lambda p: p.name == CONFIG_NAME):
+            if path.name == "README.md" and not is_lindit_card(out_dir / path.name):
+                continue  # the user's own README in the run folder stays
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

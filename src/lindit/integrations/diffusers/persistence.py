@@ -14,6 +14,7 @@ the meta device and filled by a strict load; and a folder written by lindit 0.1 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -69,9 +70,13 @@ def is_lindit_dir(path: str | Path) -> bool:
 
 def is_hub_student(path: str) -> bool:
     """A hub id (not a local path) whose config (or its pipeline's transformer config) names a student class."""
-    if Path(path).exists() or path.count("/") != 1 or path.startswith((".", "/")):
+    from ...hub import is_hub_id
+
+    if not is_hub_id(path):
         return False
-    return student_class_of(_read_config(path, _hub_subfolder(path, None, {}), {})) is not None
+    subfolder = _hub_subfolder(path)
+    with _hub(path, subfolder):
+        return student_class_of(_read_config(path, subfolder, {})) is not None
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
@@ -87,9 +92,28 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     folder = local / subfolder if subfolder else local
     if (folder / LEGACY_PLAN).is_file():
         return load_format1(folder, device, dtype)
-    if not local.exists():
-        subfolder = _hub_subfolder(str(path), subfolder, from_pretrained_kwargs)
-    config = _read_config(str(path), subfolder, from_pretrained_kwargs)
+    if subfolder is None and not local.exists():
+        subfolder = _hub_subfolder(str(path))
+    with _hub(str(path), subfolder):
+        return _load_student(str(path), subfolder, device, dtype, from_pretrained_kwargs)
+
+
+def _hub_subfolder(repo_id: str) -> str | None:
+    """A hub pipeline repository (one with model_index.json) holds its transformer in ``transformer/``."""
+    from ...hub import has_file
+
+    return "transformer" if has_file(repo_id, "model_index.json", "lindit model") else None
+
+
+def _hub(path: str, subfolder: str | None):
+    """Bounded, announced Hub access for a hub id (``lindit.hub``); nothing for a local folder."""
+    from ...hub import hub_access
+
+    return contextlib.nullcontext() if Path(path).exists() else hub_access(path, "lindit model", CONFIG_NAME, subfolder)
+
+
+def _load_student(path: str, subfolder: str | None, device, dtype, from_pretrained_kwargs: dict) -> nn.Module:
+    config = _read_config(path, subfolder, from_pretrained_kwargs)
     cls = student_class_of(config)
     if cls is None:
         raise ValueError(f"{path} holds a {config.get('_class_name', 'model without _class_name')}, not a lindit "
@@ -127,17 +151,6 @@ def _read_config(path: str, subfolder: str | None, kwargs: dict) -> dict:
     if Path(path).exists() and not (Path(path) / (subfolder or "") / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{Path(path) / (subfolder or '')} is not a model folder: {CONFIG_NAME} is missing")
     return dict(_Config.load_config(path, subfolder=subfolder, **hub))
-
-
-def _hub_subfolder(path: str, subfolder: str | None, kwargs: dict) -> str | None:
-    """A hub pipeline repository holds its transformer in ``transformer/``."""
-    if subfolder is not None:
-        return subfolder
-    try:
-        _read_config(path, None, kwargs)
-        return None
-    except OSError:
-        return "transformer"
 
 
 def _weights_file(path: str, subfolder: str | None, kwargs: dict) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from ...methods import REGISTRY, Method, get_method
+from ...methods import REGISTRY, Method, check_options, get_method
 from ...modules import JointAttention, LinearAttention, MixFFN, SoftmaxAttention
 from .families import FAMILIES, Family, layer_spec
 from .token_grid import TokenGrid
@@ -47,11 +47,8 @@ def make_plan(fam: Family, depth: int, method_name: str, options: dict, teacher:
         raise ValueError(
             f"method {method_name!r} does not fit {fam.model_class.__name__}; valid methods: {valid}"
         ) from None
-    opts = dict(options)
-    unknown = set(opts) - set(method.options) - set(COMMON_OPTIONS)
-    if unknown:
-        valid = ", ".join(sorted(set(method.options) | set(COMMON_OPTIONS)))
-        raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method_name!r}; valid: {valid}")
+    opts = {k: v for k, v in options.items() if v is not None or k not in COMMON_OPTIONS}
+    check_options(method.name, opts)  # names and values; block indices are checked below, against the model
     layers = _layers(opts.pop("layers", None), depth, method_name)
     inherit = _inherit(opts.pop("inherit", "qkvo" if method_name == "kv_compress" else ""))
     return Plan(fam.name, method_name, layers, inherit, opts, teacher=teacher)
