@@ -3,10 +3,12 @@ outputs and the gradients of the input and of every parameter, on odd and non-sq
 
 import pytest
 import torch
+from references.compare import compare, randomise, tokens
 from references.layers import JointSpec, MapOptions, joint_attention, mixffn, self_attention
 from references.methods import JOINT, SELF, SELF_OF_JOINT
-from references.ops import Params
+from tiny_models import BUILDERS
 
+import lindit
 from lindit.methods import REGISTRY, LayerSpec
 from lindit.modules import JointAttention, MixFFN, SoftmaxAttention
 
@@ -16,51 +18,6 @@ CF_GROUPS = 2  # ConvFusion's 3x3 conv gives 16 / 4 = 4 channels: two GroupNorm 
 SPEC = LayerSpec(dim=DIM, heads=HEADS, inner_dim=DIM, out_dim=DIM)
 QK_SPEC = LayerSpec(dim=DIM, heads=HEADS, inner_dim=DIM, out_dim=DIM, qk_norm="rms_norm")  # SD3.5's attn2
 JOINT_SPEC = LayerSpec(dim=DIM, heads=HEADS, inner_dim=DIM, out_dim=DIM, qk_norm="rms_norm", context_dim=DIM)
-
-
-def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter drawn at random (float64), so no initial symmetry (SC's constant 1/9 kernel, zero
-    biases, unit norms) can hide a transposed grid, a flipped kernel or a missing term."""
-    g = torch.Generator().manual_seed(seed)
-    module.double()
-    with torch.no_grad():
-        for p in module.parameters():
-            fan_in = p[0].numel() if p.dim() > 1 else 4
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) / fan_in**0.5)
-    return module
-
-
-def _tokens(n, seed, dim=DIM):
-    return torch.randn(2, n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-def close(mine, ref, what):
-    scale = ref.abs().max().item()
-    torch.testing.assert_close(mine, ref, rtol=1e-4, atol=2e-5 * max(scale, 1e-3), msg=lambda m: f"{what}: {m}")
-
-
-def compare(module, run, reference, inputs, what):
-    """``run(*inputs)`` (a call of ``module``) and ``reference(Params.of(module), *inputs)`` on the same inputs
-    and weights: outputs and the gradients of every input and parameter agree."""
-    params = Params.of(module)
-    mine_in = [t.clone().requires_grad_() for t in inputs]
-    ref_in = [t.clone().requires_grad_() for t in inputs]
-    mine, ref = run(*mine_in), reference(params, *ref_in)
-    mine, ref = (mine, ref) if isinstance(mine, tuple) else ((mine,), (ref,))
-    assert [m is None for m in mine] == [r is None for r in ref], what
-    g = torch.Generator().manual_seed(7)
-    upstream = [torch.randn(r.shape, generator=g, dtype=torch.float64) for r in ref if r is not None]
-    pairs = [(m, r) for m, r in zip(mine, ref) if r is not None]
-    for i, (m, r) in enumerate(pairs):
-        close(m, r, f"{what}: output {i}")
-    names = [n for n, _ in module.named_parameters()]
-    grads = torch.autograd.grad(sum((m * u).sum() for (m, _), u in zip(pairs, upstream)),
-                                mine_in + list(module.parameters()))
-    ref_grads = torch.autograd.grad(sum((r * u).sum() for (_, r), u in zip(pairs, upstream)),
-                                    ref_in + [params.tensors[n] for n in names])
-    assert not params.unread(), f"{what}: the reference never used {sorted(params.unread())}"
-    for name, m, r in zip([f"input {i}" for i in range(len(inputs))] + names, grads, ref_grads):
-        close(m, r, f"{what}: gradient of {name}")
 
 
 def _options(name, **extra):
@@ -83,8 +40,9 @@ def _self_reference(ref_spec, n_heads, grid, eps):
 @pytest.mark.parametrize("name", list(SELF))
 def test_self_attention_matches_its_reference(name, grid):
     layer = randomise(_self_layer(name))
-    compare(layer, lambda x: layer(x, grid), _self_reference(SELF[name], layer.heads, grid, getattr(layer, "eps", 0.0)),
-            [_tokens(grid[0] * grid[1], seed=1)], f"{name} on {grid}")
+    heads = SELF[name].heads or HEADS  # the paper's head count, or the teacher's
+    compare(layer, lambda x: layer(x, grid), _self_reference(SELF[name], heads, grid, getattr(layer, "eps", 0.0)),
+            [tokens(grid[0] * grid[1], DIM, seed=1)], f"{name} on {grid}")
 
 
 @pytest.mark.parametrize("grid", [(5, 7), (9, 4)], ids=lambda g: f"{g[0]}x{g[1]}")
@@ -95,7 +53,18 @@ def test_sd35_image_only_attn2_replacement_matches_its_reference(joint, grid):
     assert name == SELF_OF_JOINT[joint]
     layer = randomise(REGISTRY[name].build(QK_SPEC, **_options(name)))
     compare(layer, lambda x: layer(x, grid), _self_reference(SELF[name], HEADS, grid, layer.eps),
-            [_tokens(grid[0] * grid[1], seed=1)], f"{joint}'s attn2 on {grid}")
+            [tokens(grid[0] * grid[1], DIM, seed=1)], f"{joint}'s attn2 on {grid}")
+
+
+def test_converted_sd35_dual_block_attn2_matches_the_reference():
+    """Through lindit.convert: the dual-attention block's image-only attn2 of an MM-EDiT student is EDiT's
+    layer with SD3.5's qk norms (the teacher's joint attn gets MM-EDiT)."""
+    student = lindit.convert(BUILDERS["sd3"](), "mm_edit")
+    layer = randomise(student.transformer_blocks[0].attn2)
+    grid, n_heads, dim = (5, 7), layer.heads, layer.to_q.in_features
+    reference = lambda p, x: self_attention(p, SELF["edit"], x, grid, n_heads, MapOptions(), layer.eps)  # noqa: E731
+    compare(layer, lambda x: layer(x, grid), reference, [tokens(35, dim, seed=1)], "converted attn2")
+    assert isinstance(student.transformer_blocks[0].attn, JointAttention)
 
 
 def _joint_cases():
@@ -127,11 +96,11 @@ def test_joint_attention_matches_its_reference(name, opts, ref_spec, context_pre
     opt = MapOptions(cf_groups=CF_GROUPS)
     reference = lambda p, x, c: joint_attention(p, ref_spec, x, grid, c, HEADS, opt, layer.eps)  # noqa: E731
     compare(layer, lambda x, c: layer(x, grid, c), reference,
-            [_tokens(grid[0] * grid[1], seed=1), _tokens(PROMPT, seed=2)], f"{name} {opts} on {grid}")
+            [tokens(grid[0] * grid[1], DIM, seed=1), tokens(PROMPT, DIM, seed=2)], f"{name} {opts} on {grid}")
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
 def test_mixffn_matches_sanas_glumbconv(grid):
     ffn = randomise(MixFFN(DIM, mlp_ratio=1.5))
     compare(ffn, lambda x: ffn(x, grid), lambda p, x: mixffn(p, x, grid),
-            [_tokens(grid[0] * grid[1], seed=1)], f"Mix-FFN on {grid}")
+            [tokens(grid[0] * grid[1], DIM, seed=1)], f"Mix-FFN on {grid}")

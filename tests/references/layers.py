@@ -27,6 +27,7 @@ def group_count(channels: int, wanted: int) -> int:
 def convfusion(p: Params, name: str, x, grid, opt: MapOptions):
     """EDiT Eq. (4) inside the Linear: Conv1x1(LeakyReLU(GN(Conv3x3(X)))) on the token grid -> (B, N, C)."""
     w3 = p[f"{name}.conv3x3.weight"]  # (C / r, C, 3, 3): the 3x3 conv compresses channels
+    assert w3.shape[-2:] == (3, 3), f"ConvFusion's first conv is {tuple(w3.shape[-2:])}, EDiT's is 3 x 3"
     img = conv2d(to_grid(x, *grid), w3, p[f"{name}.conv3x3.bias"], padding=1)
     img = group_norm(img, group_count(w3.shape[0], opt.cf_groups), p[f"{name}.norm.weight"], p[f"{name}.norm.bias"])
     img = leaky_relu(img, opt.cf_slope)
@@ -88,11 +89,11 @@ def qk_norm(p: Params, name: str, x):
     return x if weight is None else rms_norm(x, weight)
 
 
-def value_conv(p: Params, v, grid, shared: bool, n_heads: int):
-    """LiT's depthwise conv on V, 'same' padding. Per channel (one kernel per channel of V), or LiT's
+def value_conv(p: Params, v, grid, k: int, shared: bool, n_heads: int):
+    """LiT's depthwise k x k conv on V, 'same' padding. Per channel (one kernel per channel of V), or LiT's
     Algorithm 1: one kernel per head channel, the same for every head (V reshaped to (B * heads, d, h, w))."""
     w = p["value_conv.weight"]
-    k = w.shape[-1]
+    assert w.shape[-2:] == (k, k), f"value conv kernel {tuple(w.shape[-2:])}, the method's is {k} x {k}"
     if not shared:
         img = conv2d(to_grid(v, *grid), w, p["value_conv.bias"], padding=k // 2, groups=w.shape[0])
         return to_seq(img)
@@ -114,8 +115,9 @@ class SelfSpec:
     v: str = "linear"
     attention: str = "linear"  # linear | softmax
     phi: str = "relu"
-    value_conv: bool = False
+    value_conv: int = 0  # LiT: the kernel of the depthwise conv on V (0: none)
     value_conv_shared: bool = False
+    heads: int | None = None  # the method's head count (None: the teacher's)
     kv_factor: int = 1  # PixArt-Sigma's KV compression (softmax attention)
 
 
@@ -134,7 +136,7 @@ def self_attention(p: Params, spec: SelfSpec, x, grid, n_heads: int, opt: MapOpt
         phi = FEATURES[spec.phi]
         out = linear_attention(phi(qh), phi(kh), vh, eps)  # EDiT Eq. (3) / LiT Eq. (2)
     if spec.value_conv:  # LiT: O + DWC(V)
-        out = out + heads(value_conv(p, v, grid, spec.value_conv_shared, n_heads), n_heads)
+        out = out + heads(value_conv(p, v, grid, spec.value_conv, spec.value_conv_shared, n_heads), n_heads)
     return output(p, out)
 
 

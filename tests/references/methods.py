@@ -15,7 +15,7 @@ SELF = {
     "edit_sc_only": SelfSpec(q="linear", k="compressor", v="compressor"),
     "edit_cf_q": SelfSpec(q="convfusion", k="linear", v="linear"),
     # LiT Sec. 3.1 / Algorithm 1: ReLU linear attention + 5x5 depthwise conv on V, 2 heads
-    "lit": SelfSpec(value_conv=True),
+    "lit": SelfSpec(value_conv=5, heads=2),
     # SANA (EDiT Sec. 2.2): ReLU(Linear(x)) for queries and keys, linear values (Mix-FFN tested apart)
     "sana": SelfSpec(),
     # LinFusion: 1 + ELU(Linear(x + MLP(x))) for queries and keys, linear values
