@@ -60,6 +60,7 @@ def _linear_self(query, key, value, phi="relu", value_conv=None, heads=None):
             value=value,
             phi=phi,
             value_conv=opts.get("value_conv", value_conv),
+            value_conv_shared=opts.get("value_conv_shared", False),
             qk_norm=spec.qk_norm,
             inner_dim=spec.inner_dim,
             out_dim=spec.out_dim,
@@ -110,6 +111,7 @@ def _joint(mode, query="convfusion", key="compressor", value="compressor", promp
 
 _CF = ("cf_reduction", "cf_groups", "cf_negative_slope")
 _SC = ("sc_kernel", "sc_stride")
+_FFN = ("mlp_ratio", "mlp_out_bias")  # Mix-FFN: hidden width, bias of its last 1x1 conv (SANA: none)
 
 REGISTRY: dict[str, Method] = {
     m.name: m
@@ -123,9 +125,10 @@ REGISTRY: dict[str, Method] = {
         Method("edit_cf_q", "self", "EDiT Table 1 (ablation)", "ConvFusion on Q only, K/V uncompressed",
                _linear_self("convfusion", "linear", "linear"), options=_CF),
         Method("lit", "self", "LiT Sec. 3 (Guidelines 1-2), Tables 1-2", "ReLU linear attention, 2 heads, 5x5 depthwise conv on V",
-               _linear_self("linear", "linear", "linear", value_conv=5, heads=2), options=("heads", "value_conv")),
+               _linear_self("linear", "linear", "linear", value_conv=5, heads=2),
+               options=("heads", "value_conv", "value_conv_shared")),
         Method("sana", "self", "EDiT Table 1 (SANA-DiT baseline)", "ReLU linear attention with Mix-FFN in place of the feed-forward",
-               _linear_self("linear", "linear", "linear"), feed_forward="mixffn", options=("mlp_ratio",)),
+               _linear_self("linear", "linear", "linear"), feed_forward="mixffn", options=_FFN),
         Method("linfusion", "self", "EDiT Table 1 (LinFusion-DiT baseline)", "LinFusion's 1+ELU(Linear(x + MLP(x))) features",
                _linear_self("linfusion", "linfusion", "linear", phi="elu1"), options=("lf_mid_dim",)),
         Method("kv_compress", "self", "EDiT Table 1 (KV Comp.), PixArt-Sigma", "softmax attention with KV token compression",
@@ -141,7 +144,7 @@ REGISTRY: dict[str, Method] = {
         Method("linear_mmdit_beta", "joint", "EDiT Table 2 (Linear MM-DiT-beta)", "alpha with LinFusion features for prompt tokens",
                _joint("linear", prompt_qk="linfusion", prompt_phi="elu1"), self_method="edit", options=_CF + _SC + ("lf_mid_dim",)),
         Method("sana_mmdit", "joint", "EDiT Table 2 (SANA-MM-DiT)", "ReLU linear attention everywhere, Mix-FFN feed-forwards",
-               _joint("linear", "linear", "linear", "linear"), self_method="sana", feed_forward="mixffn", options=("mlp_ratio",)),
+               _joint("linear", "linear", "linear", "linear"), self_method="sana", feed_forward="mixffn", options=_FFN),
     ]
 }
 

@@ -111,7 +111,10 @@ class LinearAttention(OnGrid, TokenMapsMixin, nn.Module):
     query/key/value name token maps (``linear``, ``convfusion``, ``compressor``, ``linfusion``); keys and
     values must agree on compression. ``phi`` is the feature function on queries and keys (``relu``,
     ``elu1``). ``value_conv=k`` adds LiT's depthwise k x k conv on the values to the attention output
-    (needs uncompressed values). The attention itself accumulates in float32 for any input dtype.
+    (needs uncompressed values). ``value_conv_shared`` chooses its kernels: False (default, lindit) one per
+    channel of V, heads x the parameters of LiT's; True one per head channel, the same for every head, as
+    LiT's Algorithm 1 (``Conv2d(head_dim, head_dim, groups=head_dim)`` on V as (B * heads, d, h, w)).
+    The attention itself accumulates in float32 for any input dtype.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class LinearAttention(OnGrid, TokenMapsMixin, nn.Module):
         value: str = "compressor",
         phi: str = "relu",
         value_conv: int | None = None,
+        value_conv_shared: bool = False,
         qk_norm: str | None = None,
         inner_dim: int | None = None,
         out_dim: int | None = None,
@@ -144,7 +148,11 @@ class LinearAttention(OnGrid, TokenMapsMixin, nn.Module):
         self.phi = feature_map(phi)
         self.norm_q = qk_norm_layer(qk_norm, inner_dim // heads)
         self.norm_k = qk_norm_layer(qk_norm, inner_dim // heads)
-        self.value_conv = _value_conv(inner_dim, value_conv, self.compresses("v"), value)
+        if value_conv_shared and value_conv is None:
+            raise ValueError("value_conv_shared=True needs a value_conv kernel size")
+        self.value_conv_shared = value_conv_shared
+        conv_channels = inner_dim // heads if value_conv_shared else inner_dim
+        self.value_conv = _value_conv(conv_channels, value_conv, self.compresses("v"), value)
         self.to_out = output_projection(inner_dim, out_dim or dim)
 
     def forward(self, hidden_states, grid: Grid | None = None, encoder_hidden_states=None, attention_mask=None,
@@ -160,8 +168,17 @@ class LinearAttention(OnGrid, TokenMapsMixin, nn.Module):
         attn = linear_attention(q, k, split_heads(v, self.heads), self.eps, state_reducer(k_grid))  # (B, H, N, d)
         out = merge_heads(attn)  # (B, N, D)
         if self.value_conv is not None:  # LiT: + DWC(V)
-            out = out + to_tokens(grid_conv(self.value_conv, to_image(v, grid), grid)[0])[0]  # (B, N, D)
+            out = out + self._dwc(v, grid)  # (B, N, D)
         return self.to_out[1](self.to_out[0](out))  # (B, N, C_out)
+
+    def _dwc(self, v, grid: Grid):
+        """LiT's DWC(V): v (B, N, D) -> (B, N, D), per channel or with kernels shared across heads."""
+        if not self.value_conv_shared:
+            return to_tokens(grid_conv(self.value_conv, to_image(v, grid), grid)[0])[0]
+        b, n, _ = v.shape
+        per_head = split_heads(v, self.heads).reshape(b * self.heads, n, -1)  # (B * H, N, d)
+        out = to_tokens(grid_conv(self.value_conv, to_image(per_head, grid), grid)[0])[0]  # (B * H, N, d)
+        return merge_heads(out.view(b, self.heads, n, -1))  # (B, N, D)
 
 
 def check_kv_maps(layer: TokenMapsMixin, key: str, value: str) -> None:
@@ -172,12 +189,12 @@ def check_kv_maps(layer: TokenMapsMixin, key: str, value: str) -> None:
         )
 
 
-def _value_conv(inner_dim: int, kernel: int | None, compressed: bool, value: str) -> nn.Module | None:
-    """LiT's depthwise conv on V (Guideline 1), kernel x kernel with 'same' padding."""
+def _value_conv(channels: int, kernel: int | None, compressed: bool, value: str) -> nn.Module | None:
+    """LiT's depthwise conv on V (Guideline 1), kernel x kernel with 'same' padding, on ``channels``."""
     if kernel is None:
         return None
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"value_conv must be an odd kernel size, got {kernel}")
     if compressed:
         raise ValueError(f"value_conv needs uncompressed values; value map {value!r} compresses")
-    return nn.Conv2d(inner_dim, inner_dim, kernel, padding=kernel // 2, groups=inner_dim)
+    return nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels)

@@ -115,7 +115,8 @@ def _replace_attention(block: nn.Module, fam: Family, method: Method, options: d
 def _replace_feed_forward(block: nn.Module, options: dict, grid: TokenGrid) -> None:
     old = block.ff
     dim = next(m for m in old.modules() if isinstance(m, nn.Linear)).in_features
-    block.ff = _like(MixFFN(dim, mlp_ratio=options.get("mlp_ratio", 2.5)), old, grid)
+    ffn = MixFFN(dim, mlp_ratio=options.get("mlp_ratio", 2.5), out_bias=options.get("mlp_out_bias", True))
+    block.ff = _like(ffn, old, grid)
 
 
 def converted_layers(model: nn.Module, attention_only: bool = False) -> dict[str, nn.Module]:
