@@ -206,3 +206,11 @@ def test_inherited_queries_through_residual_maps_start_as_the_teachers(teachers,
     with torch.no_grad():
         fresh.to_q.load_state_dict(t_q.state_dict())
     assert not torch.allclose(fresh.project("q", x, (5, 7))[0], t_q(x), atol=1e-4)
+
+
+def test_every_method_option_has_a_value_rule():
+    """check_options looks every option up in OPTION_RULES: an option without a rule would be a KeyError."""
+    from lindit.methods import OPTION_RULES, REGISTRY
+
+    missing = {(name, o) for name, m in REGISTRY.items() for o in m.options if o not in OPTION_RULES}
+    assert not missing

@@ -185,6 +185,8 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cf_negative_slope": (lambda v: _is_number(v, 0), "a number >= 0"),
     "sc_kernel": (lambda v: _is_int(v, 1), "a positive integer"),
     "sc_stride": (lambda v: _is_int(v, 1), "a positive integer"),
+    "value_conv_shared": (lambda v: isinstance(v, bool), "true or false"),
+    "mlp_out_bias": (lambda v: isinstance(v, bool), "true or false"),
     "layers": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(i, 0) for i in v), "a list of block indices >= 0"),
     "inherit": (lambda v: isinstance(v, (str, list)), "letters of qkvo, 'all' or 'none'"),
 }
