@@ -40,6 +40,25 @@ class TokenGrid:
             )
         return self.hw if self.parallel is None else self.parallel.grid(self.hw)
 
+    def checkpointed(self, checkpoint):
+        """Wrap a gradient-checkpointing function (diffusers' ``_gradient_checkpointing_func(block, *args)``)
+        so that a block recomputed in the backward pass runs on the grid of its own forward: by then another
+        forward (another size) may have replaced ``hw``."""
+
+        def run(block, *args, **kwargs):
+            hw = self.hw
+
+            def on_grid(*block_args, **block_kwargs):
+                previous, self.hw = self.hw, hw
+                try:
+                    return block(*block_args, **block_kwargs)
+                finally:
+                    self.hw = previous
+
+            return checkpoint(on_grid, *args, **kwargs)
+
+        return run
+
 
 @contextmanager
 def token_grid(model: nn.Module, grid: Grid):
