@@ -14,6 +14,10 @@ import logging
 for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
+# diffusers' pipeline loader finds how to load a component of library "lindit" (model_index.json records
+# ["lindit", "LinditPixArtTransformer2DModel"]) by looking up its base classes in that library's namespace.
+from diffusers import ModelMixin  # noqa: E402, F401
+
 from . import functional  # noqa: E402
 from .generate import pipeline  # noqa: E402
 from .integrations.diffusers import (  # noqa: E402
