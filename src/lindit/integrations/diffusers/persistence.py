@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import huggingface_hub
 import torch
 from accelerate import init_empty_weights
 from safetensors import SafetensorError
@@ -88,6 +89,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     if (folder / LEGACY_PLAN).is_file():
         return load_format1(folder, device, dtype)
     if not local.exists():
+        if huggingface_hub.constants.HF_HUB_OFFLINE:  # diffusers 0.42 would still ask the hub for the file
+            from_pretrained_kwargs.setdefault("local_files_only", True)  # list of a sharded checkpoint
         subfolder = _hub_subfolder(str(path), subfolder, from_pretrained_kwargs)
     config = _read_config(str(path), subfolder, from_pretrained_kwargs)
     cls = student_class_of(config)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import tempfile
 from pathlib import Path
 
 import torch.utils.checkpoint
@@ -108,12 +109,23 @@ class LinditModelMixin:
         if push_to_hub:
             self._push_folder(Path(save_directory), **hub)
 
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
+                    token=None, create_pr: bool = False, safe_serialization: bool = True, variant: str | None = None,
+                    subfolder: str | None = None):
+        """diffusers' ``push_to_hub`` with lindit's model card (diffusers' own would replace it with a generic one)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, safe_serialization=safe_serialization, variant=variant)
+            return self._push_folder(Path(tmp), repo_id, token=token, private=private, create_pr=create_pr,
+                                     commit_message=commit_message, subfolder=subfolder)
+
     def _push_folder(self, folder: Path, repo_id: str | None = None, token=None, private=None,
-                     create_pr: bool = False, commit_message: str | None = None) -> None:
+                     create_pr: bool = False, commit_message: str | None = None, subfolder: str | None = None):
         from huggingface_hub import create_repo
 
         repo_id = create_repo(repo_id or folder.name, exist_ok=True, private=private, token=token).repo_id
-        self._upload_folder(str(folder), repo_id, token=token, commit_message=commit_message, create_pr=create_pr)
+        write_model_card(self, folder, where=repo_id)  # its usage names the repository, not the local folder
+        return self._upload_folder(str(folder), repo_id, token=token, commit_message=commit_message,
+                                   create_pr=create_pr, subfolder=subfolder)
 
 
 def plan_from_config(conversion: dict | None, class_name: str, family: str) -> Plan:
