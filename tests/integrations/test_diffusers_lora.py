@@ -10,7 +10,6 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
-import lindit
 from diffusers_cases import ATOL, CASES, STUDENT_CASES, Case, cases, converted_names
 from tiny_models import tiny_vae
 

@@ -6,16 +6,15 @@ import json
 import pytest
 import torch
 from diffusers import AutoModel
+from diffusers.models import modeling_utils
 from diffusers.utils import SAFE_WEIGHTS_INDEX_NAME, _add_variant
 
 import lindit
-from diffusers_cases import (ATOL, CASES, FIRST_STUDENTS, REPRESENTATIVES, STUDENT_CASES, TEACHERS, Case,
-                             assert_same_weights, cases)
+from diffusers_cases import ATOL, FIRST_STUDENTS, STUDENT_CASES, TEACHERS, Case, assert_same_weights, cases
 
-SD3_FULL_LOAD_DTYPE = pytest.mark.xfail(
-    strict=True, reason="diffusers 0.42: SD3Transformer2DModel.from_pretrained(low_cpu_mem_usage=False, torch_dtype=...) "
-    "returns float32 (its first tensor, a float32 position buffer, makes it assign the checkpoint's tensors); "
-    "the teacher too")
+SD3_FULL_LOAD_DTYPE = pytest.mark.xfail(strict=True, reason=(
+    "diffusers 0.42: SD3Transformer2DModel.from_pretrained(low_cpu_mem_usage=False, torch_dtype=...) returns "
+    "float32 (its first tensor, a float32 position buffer, makes it assign the checkpoint's tensors); the teacher too"))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_from_pretrained_gives_the_model_back(saved, case):
     torch.testing.assert_close(case.run(loaded), output, rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize("case", cases(REPRESENTATIVES))
+@pytest.mark.parametrize("case", cases())
 def test_from_pretrained_options(saved, case):
     """Built with real (random) weights, then overwritten; and placed by accelerate's device map."""
     model, output, folder = saved(case)
@@ -52,6 +51,8 @@ def test_from_pretrained_options(saved, case):
         assert_same_weights(model, loaded)
         torch.testing.assert_close(case.run(loaded), output, rtol=0, atol=ATOL)
     assert loaded.hf_device_map == {"": torch.device("cpu")}
+    with pytest.raises(ValueError, match="You can't pass device_map as a negative int"):
+        type(model).from_pretrained(folder, device_map=-1)
 
 
 @pytest.mark.parametrize("case", cases(STUDENT_CASES))
@@ -63,8 +64,8 @@ def test_lindit_load_gives_the_student_back(saved, case):
     torch.testing.assert_close(case.run(loaded), output, rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize("case", cases(REPRESENTATIVES))
-def test_variant_and_sharded_weights(tmp_path, saved, case):
+@pytest.mark.parametrize("case", cases())
+def test_variant_and_sharded_weights(tmp_path, monkeypatch, saved, case):
     """save_pretrained(variant=..., max_shard_size=...) writes diffusers' sharded layout; loading needs the variant."""
     model, output, _ = saved(case)
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -77,8 +78,22 @@ def test_variant_and_sharded_weights(tmp_path, saved, case):
     loaded = type(model).from_pretrained(tmp_path, variant="fp16")
     assert_same_weights(model, loaded)
     torch.testing.assert_close(case.run(loaded), output, rtol=0, atol=ATOL)
+    threads = []  # HF_ENABLE_PARALLEL_LOADING: the shards are read by a thread pool
+    monkeypatch.setattr(modeling_utils, "HF_ENABLE_PARALLEL_LOADING", True)
+    monkeypatch.setattr(modeling_utils, "_load_shard_files_with_threadpool",
+                        _spy(modeling_utils._load_shard_files_with_threadpool, threads))
+    assert_same_weights(model, type(model).from_pretrained(tmp_path, variant="fp16"))
+    assert threads
     with pytest.raises(OSError, match="no file named"):
         type(model).from_pretrained(tmp_path)  # the plain weights name is not there
+
+
+def _spy(fn, calls: list):
+    def spied(*args, **kwargs):
+        calls.append(fn)
+        return fn(*args, **kwargs)
+
+    return spied
 
 
 @pytest.mark.parametrize("case", cases())
@@ -86,7 +101,7 @@ def test_torch_dtype(saved, case):
     _check_torch_dtype(*saved(case), low_cpu_mem_usage=True)
 
 
-@pytest.mark.parametrize("case", cases(REPRESENTATIVES, marks={"sd3": SD3_FULL_LOAD_DTYPE}))
+@pytest.mark.parametrize("case", cases(marks={"sd3": SD3_FULL_LOAD_DTYPE}))
 def test_torch_dtype_without_low_cpu_mem_usage(saved, case):
     _check_torch_dtype(*saved(case), low_cpu_mem_usage=False)
 

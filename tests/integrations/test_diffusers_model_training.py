@@ -7,7 +7,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 import lindit
-from diffusers_cases import ATOL, CASES, LATENT, OTHER_LATENT, REPRESENTATIVES, Case, assert_same_weights, cases
+from diffusers_cases import ATOL, LATENT, OTHER_LATENT, Case, assert_same_weights, cases
 
 
 def _loss(case: Case, model, latents=(None,)) -> torch.Tensor:
@@ -68,7 +68,7 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(case):
     assert not checkpointed.is_gradient_checkpointing
 
 
-@pytest.mark.parametrize("case", cases(REPRESENTATIVES))
+@pytest.mark.parametrize("case", cases())
 def test_ema_model_steps_saves_reloads_and_copies(tmp_path, case):
     """diffusers' --use_ema path: EMAModel(model_cls=type(model), model_config=model.config)."""
     model = case.build().train()
