@@ -108,6 +108,16 @@ def test_push_to_hub_uploads_the_student_with_its_card(tmp_path, hub, monkeypatc
         assert_same_weights(student.eval(), lindit.load(repo))
 
 
+def test_the_card_names_a_hub_teacher(tmp_path, hub):
+    Case("dit").build().save_pretrained(tmp_path / "t")
+    teacher = Case("dit").teacher_class.from_pretrained(hub(tmp_path / "t", "some-org/tiny-dit"))
+    lindit.save(lindit.convert(teacher, "lit"), tmp_path / "m")
+    card = huggingface_hub.ModelCard.load(tmp_path / "m" / "README.md")
+    assert card.data.base_model == "some-org/tiny-dit"
+    assert "# lit student of some-org/tiny-dit" in card.text and "LiT Sec. 3" in card.text
+    assert 'DiTPipeline.from_pretrained("some-org/tiny-dit"' in card.text and "class_labels=" in card.text
+
+
 def test_the_model_card_describes_the_student(tmp_path):
     student = Case("pixart", "sana").build(layers=[1], inherit="qv")
     lindit.save(student, tmp_path / "m")
