@@ -58,10 +58,11 @@ def test_from_pretrained_options(saved, case):
 @pytest.mark.parametrize("case", cases(STUDENT_CASES))
 def test_lindit_load_gives_the_student_back(saved, case):
     model, output, folder = saved(case)
-    loaded = lindit.load(folder)
-    assert_same_weights(model, loaded)
-    assert loaded.lindit_config == model.lindit_config
-    torch.testing.assert_close(case.run(loaded), output, rtol=0, atol=ATOL)
+    for options in ({}, {"low_cpu_mem_usage": False}, {"device_map": "cpu"}):
+        loaded = lindit.load(folder, **options)
+        assert_same_weights(model, loaded)
+        assert loaded.lindit_config == model.lindit_config and not loaded.training
+        torch.testing.assert_close(case.run(loaded), output, rtol=0, atol=ATOL)
 
 
 @pytest.mark.parametrize("case", cases())
@@ -119,6 +120,7 @@ def test_lindit_load_casts_and_runs_in_bfloat16(saved, case):
     model, output, folder = saved(case)
     loaded = lindit.load(folder, dtype=torch.bfloat16)
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in lindit.load(folder, torch_dtype=torch.float16).parameters()} == {torch.float16}
     out = loaded(**{k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
                     for k, v in case.inputs().items()}, return_dict=False)[0]
     assert out.dtype == torch.bfloat16

@@ -80,8 +80,10 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     """Load a student from a folder or a hub id; returns it in eval mode on ``device`` (and ``dtype``).
 
     A pipeline folder or repository is read from its ``transformer`` subfolder. ``from_pretrained_kwargs``
-    go to diffusers (``variant``, ``revision``, ``cache_dir``, ``local_files_only``, ``low_cpu_mem_usage``, ...).
+    go to diffusers (``variant``, ``revision``, ``cache_dir``, ``local_files_only``, ``low_cpu_mem_usage``, ...);
+    diffusers' ``torch_dtype`` is taken as ``dtype``.
     """
+    dtype = from_pretrained_kwargs.pop("torch_dtype", dtype)
     local = Path(path)
     if subfolder is None and (local / "model_index.json").is_file():
         subfolder = "transformer"
