@@ -59,7 +59,7 @@ def test_convert_pipeline_save_and_load(tmp_path, name):
     assert type(lindit.load(tmp_path / "student")) is type(student)  # lindit.load reads transformer/
 
 
-def test_a_pipeline_folder_with_a_student_and_the_teachers_class(tmp_path):
+def test_the_teachers_class_refuses_the_transformer_of_a_student_pipeline(tmp_path):
     """Passing the teacher's class for the transformer is the silent failure the issue describes: refused."""
     from diffusers import PixArtTransformer2DModel
 
@@ -67,3 +67,16 @@ def test_a_pipeline_folder_with_a_student_and_the_teachers_class(tmp_path):
     pipe.save_pretrained(tmp_path / "s")
     with pytest.raises(ValueError, match="LinditPixArtTransformer2DModel.from_pretrained"):
         PixArtTransformer2DModel.from_pretrained(tmp_path / "s", subfolder="transformer")
+
+
+def test_pipeline_loading_options_reach_the_student(tmp_path):
+    pipe = lindit.convert_pipeline(DiffusionPipeline.from_pretrained(save_pixart_pipeline(tmp_path / "t")), "sana")
+    pipe.save_pretrained(tmp_path / "s", variant="fp16", max_shard_size="40KB")  # as it saves the teacher's
+    files = [p.name for p in (tmp_path / "s" / "transformer").iterdir()]
+    assert "diffusion_pytorch_model.safetensors.index.fp16.json" in files
+    assert all("fp16" in name for name in files if name.startswith("diffusion_pytorch_model"))
+    loaded = DiffusionPipeline.from_pretrained(tmp_path / "s", variant="fp16", dtype=torch.bfloat16)
+    assert type(loaded.transformer) is type(pipe.transformer) and loaded.transformer.dtype == torch.bfloat16
+    images = loaded("a red circle", height=24, width=40, num_inference_steps=2, use_resolution_binning=False,
+                    output_type="pt").images
+    assert images.shape == (1, 3, 24, 40) and torch.isfinite(images).all()

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch.utils.checkpoint
-from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
+from diffusers import DiTTransformer2DModel, ModelMixin, PixArtTransformer2DModel, SD3Transformer2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.utils.peft_utils import get_adapter_name
@@ -126,6 +126,11 @@ class LinditModelMixin:
         write_model_card(self, folder, where=repo_id)  # its usage names the repository, not the local folder
         return self._upload_folder(str(folder), repo_id, token=token, commit_message=commit_message,
                                    create_pr=create_pr, subfolder=subfolder)
+
+
+# diffusers' pipelines pass variant, safe_serialization and max_shard_size only to a save_pretrained whose
+# signature names them: the override shows the one it forwards to.
+LinditModelMixin.save_pretrained.__signature__ = inspect.signature(ModelMixin.save_pretrained)
 
 
 def plan_from_config(conversion: dict | None, class_name: str, family: str) -> Plan:
