@@ -40,6 +40,15 @@ class TokenGrid:
             )
         return self.hw if self.parallel is None else self.parallel.grid(self.hw)
 
+    @contextmanager
+    def at(self, hw: Grid | None):
+        """Set the grid for the duration of a block of code, then restore the previous one."""
+        previous, self.hw = self.hw, hw
+        try:
+            yield
+        finally:
+            self.hw = previous
+
     def checkpointed(self, checkpoint):
         """Wrap a gradient-checkpointing function (diffusers' ``_gradient_checkpointing_func(block, *args)``)
         so that a block recomputed in the backward pass runs on the grid of its own forward: by then another
@@ -49,11 +58,8 @@ class TokenGrid:
             hw = self.hw
 
             def on_grid(*block_args, **block_kwargs):
-                previous, self.hw = self.hw, hw
-                try:
+                with self.at(hw):
                     return block(*block_args, **block_kwargs)
-                finally:
-                    self.hw = previous
 
             return checkpoint(on_grid, *args, **kwargs)
 
@@ -63,9 +69,5 @@ class TokenGrid:
 @contextmanager
 def token_grid(model: nn.Module, grid: Grid):
     """Set the grid by hand, for calling blocks or layers of a converted model directly (benchmarks)."""
-    tracker: TokenGrid = model.lindit_grid
-    previous, tracker.hw = tracker.hw, tuple(grid)
-    try:
+    with model.lindit_grid.at(tuple(grid)):
         yield
-    finally:
-        tracker.hw = previous
