@@ -9,31 +9,52 @@ would fail on those or load nothing without a word, so ``filter_lora_state`` kee
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' save_lora_adapter / save_lora_weights
 
 
-def read_lora_state(source, weight_name: str | None = None, **hub_kwargs) -> dict[str, torch.Tensor]:
-    """A LoRA state dict from a dict, a .safetensors file, a folder or a hub id (``weight_name`` inside it)."""
+def read_lora_state(source, weight_name: str | None = None, **hub_kwargs
+                    ) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(a LoRA state dict, its adapter metadata) from a dict, a .safetensors file, a folder or a hub id
+    (``weight_name`` inside it). The metadata is the ``LoraConfig`` that diffusers' ``save_lora_adapter`` /
+    ``save_lora_weights`` store in the file (rank, ``lora_alpha``, ...); None when the source has none."""
     if isinstance(source, dict):
-        return dict(source)
+        return dict(source), None
     path = Path(source)
     if path.is_file():
-        return load_file(str(path))
+        return _read_file(path)
     name = weight_name or LORA_WEIGHT_NAME
     if path.is_dir():
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path} has no {name} (pass weight_name= to name the LoRA file)")
-        return load_file(str(path / name))
+        return _read_file(path / name)
     from huggingface_hub import hf_hub_download
 
-    return load_file(hf_hub_download(str(source), name, **hub_kwargs))
+    return _read_file(Path(hf_hub_download(str(source), name, **hub_kwargs)))
+
+
+def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(LORA_ADAPTER_METADATA_KEY)
+    return load_file(str(path)), json.loads(raw) if raw else None
+
+
+def unprefixed(mapping: dict | None, prefix: str | None) -> dict | None:
+    """``mapping`` with ``prefix.`` stripped from its keys and other keys left out, where its keys carry the
+    prefix (a pipeline's LoRA file: "transformer.", "text_encoder."); unchanged otherwise."""
+    if not mapping or not prefix or not any(k.startswith(f"{prefix}.") for k in mapping):
+        return mapping
+    return {k[len(prefix) + 1:]: v for k, v in mapping.items() if k.startswith(f"{prefix}.")}
 
 
 def _target(key: str) -> str | None:
@@ -45,8 +66,7 @@ def filter_lora_state(model: nn.Module, state: dict[str, torch.Tensor], prefix: 
                       ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(the entries whose target module exists in ``model`` as a Linear of the LoRA's shape, the sorted
     target modules that do not). ``prefix`` (e.g. "transformer") is stripped where keys carry it."""
-    if prefix and any(k.startswith(f"{prefix}.") for k in state):
-        state = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(f"{prefix}.")}
+    state = unprefixed(state, prefix)
     modules = dict(model.named_modules())
     kept, dropped = {}, set()
     for key, tensor in state.items():

@@ -18,6 +18,7 @@ import contextlib
 import json
 from pathlib import Path
 
+import huggingface_hub
 import torch
 from accelerate import init_empty_weights
 from safetensors import SafetensorError
@@ -84,14 +85,18 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     """Load a student from a folder or a hub id; returns it in eval mode on ``device`` (and ``dtype``).
 
     A pipeline folder or repository is read from its ``transformer`` subfolder. ``from_pretrained_kwargs``
-    go to diffusers (``variant``, ``revision``, ``cache_dir``, ``local_files_only``, ``low_cpu_mem_usage``, ...).
+    go to diffusers (``variant``, ``revision``, ``cache_dir``, ``local_files_only``, ``low_cpu_mem_usage``, ...);
+    diffusers' ``torch_dtype`` is taken as ``dtype``.
     """
+    dtype = from_pretrained_kwargs.pop("torch_dtype", dtype)
     local = Path(path)
     if subfolder is None and (local / "model_index.json").is_file():
         subfolder = "transformer"
     folder = local / subfolder if subfolder else local
     if (folder / LEGACY_PLAN).is_file():
         return load_format1(folder, device, dtype)
+    if not local.exists() and huggingface_hub.constants.HF_HUB_OFFLINE:  # diffusers 0.42 would still ask the
+        from_pretrained_kwargs.setdefault("local_files_only", True)  # hub for the file list of a sharded checkpoint
     if subfolder is None and not local.exists():
         subfolder = _hub_subfolder(str(path))
     with _hub(str(path), subfolder):

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import inspect
 import os
+import tempfile
 from pathlib import Path
 
-from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
+import torch.utils.checkpoint
+from diffusers import DiTTransformer2DModel, ModelMixin, PixArtTransformer2DModel, SD3Transformer2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
+from diffusers.utils.peft_utils import get_adapter_name
 
-from .lora import filter_lora_state, read_lora_state, warn_dropped
+from .lora import filter_lora_state, read_lora_state, unprefixed, warn_dropped
 from .model_card import write_model_card
 from .positions import allow_any_resolution
 from .families import FAMILIES
@@ -58,15 +61,24 @@ class LinditModelMixin:
         self.lindit_grid.capture(args, kwargs)  # the latent's (h, w) for every converted layer
         return super().forward(*args, **kwargs)
 
+    def _set_gradient_checkpointing(self, enable: bool = True,
+                                    gradient_checkpointing_func=torch.utils.checkpoint.checkpoint) -> None:
+        """diffusers' switch, with each checkpointed block recomputed on the grid of its own forward."""
+        super()._set_gradient_checkpointing(enable, self.lindit_grid.checkpointed(gradient_checkpointing_func))
+
     def set_attn_processor(self, processor):
         """diffusers' processors apply to the Attention layers left unconverted (``attn_processors``); a dict
-        that names a converted layer is an error."""
+        that names a converted layer is an error, as is a processor for a model with none left."""
+        method = self.lindit_config["method"]
         if isinstance(processor, dict):
             converted = {f"{name}.processor" for name in converted_layers(self, attention_only=True)}
             named = sorted(set(processor) & converted)
             if named:
-                raise ValueError(f"{named[0]} is a lindit {self.lindit_config['method']} layer, not a diffusers "
+                raise ValueError(f"{named[0]} is a lindit {method} layer, not a diffusers "
                                  f"Attention; processors can be set on: {', '.join(self.attn_processors) or 'none'}")
+        elif not self.attn_processors:  # diffusers would set it on nothing and say nothing
+            raise ValueError(f"every attention layer of this {method} student is a lindit layer; there is no "
+                             f"diffusers Attention left to set {type(processor).__name__} on")
         return super().set_attn_processor(processor)
 
     def load_lora_adapter(self, pretrained_model_name_or_path_or_dict, prefix: str | None = "transformer",
@@ -77,13 +89,15 @@ class LinditModelMixin:
         hub = {k: kwargs.pop(k) for k in ("weight_name", "cache_dir", "revision", "token", "subfolder",
                                           "local_files_only") if k in kwargs}
         weight_name = hub.pop("weight_name", None)
-        state = read_lora_state(pretrained_model_name_or_path_or_dict, weight_name, **hub)
+        state, metadata = read_lora_state(pretrained_model_name_or_path_or_dict, weight_name, **hub)
+        metadata = unprefixed(kwargs.pop("metadata", None) or metadata, prefix)  # the LoraConfig: rank, alpha
         kept, dropped = filter_lora_state(self, state, prefix)
         if not kept:
             raise ValueError(f"none of the LoRA's {len(dropped)} target modules exist in this student: "
                              f"{', '.join(dropped[:5])}")
-        warn_dropped(dropped, kwargs.get("adapter_name") or "default")
-        return super().load_lora_adapter(kept, prefix=None, **kwargs)
+        adapter_name = kwargs.pop("adapter_name", None) or get_adapter_name(self)  # diffusers' default_0, ...
+        warn_dropped(dropped, adapter_name)
+        return super().load_lora_adapter(kept, prefix=None, metadata=metadata, adapter_name=adapter_name, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
         """diffusers' ``save_pretrained``, plus a model card (README.md) describing the conversion."""
@@ -97,12 +111,28 @@ class LinditModelMixin:
         if push_to_hub:
             self._push_folder(Path(save_directory), **hub)
 
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
+                    token=None, create_pr: bool = False, safe_serialization: bool = True, variant: str | None = None,
+                    subfolder: str | None = None):
+        """diffusers' ``push_to_hub`` with lindit's model card (diffusers' own would replace it with a generic one)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, safe_serialization=safe_serialization, variant=variant)
+            return self._push_folder(Path(tmp), repo_id, token=token, private=private, create_pr=create_pr,
+                                     commit_message=commit_message, subfolder=subfolder)
+
     def _push_folder(self, folder: Path, repo_id: str | None = None, token=None, private=None,
-                     create_pr: bool = False, commit_message: str | None = None) -> None:
+                     create_pr: bool = False, commit_message: str | None = None, subfolder: str | None = None):
         from huggingface_hub import create_repo
 
         repo_id = create_repo(repo_id or folder.name, exist_ok=True, private=private, token=token).repo_id
-        self._upload_folder(str(folder), repo_id, token=token, commit_message=commit_message, create_pr=create_pr)
+        write_model_card(self, folder, where=repo_id)  # its usage names the repository, not the local folder
+        return self._upload_folder(str(folder), repo_id, token=token, commit_message=commit_message,
+                                   create_pr=create_pr, subfolder=subfolder)
+
+
+# diffusers' pipelines pass variant, safe_serialization and max_shard_size only to a save_pretrained whose
+# signature names them: the override shows the one it forwards to.
+LinditModelMixin.save_pretrained.__signature__ = inspect.signature(ModelMixin.save_pretrained)
 
 
 def plan_from_config(conversion: dict | None, class_name: str, family: str, depth: int) -> Plan:

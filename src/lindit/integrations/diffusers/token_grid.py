@@ -40,13 +40,34 @@ class TokenGrid:
             )
         return self.hw if self.parallel is None else self.parallel.grid(self.hw)
 
+    @contextmanager
+    def at(self, hw: Grid | None):
+        """Set the grid for the duration of a block of code, then restore the previous one."""
+        previous, self.hw = self.hw, hw
+        try:
+            yield
+        finally:
+            self.hw = previous
+
+    def checkpointed(self, checkpoint):
+        """Wrap a gradient-checkpointing function (diffusers' ``_gradient_checkpointing_func(block, *args)``)
+        so that a block recomputed in the backward pass runs on the grid of its own forward: by then another
+        forward (another size) may have replaced ``hw``."""
+
+        def run(block, *args, **kwargs):
+            hw = self.hw
+
+            def on_grid(*block_args, **block_kwargs):
+                with self.at(hw):
+                    return block(*block_args, **block_kwargs)
+
+            return checkpoint(on_grid, *args, **kwargs)
+
+        return run
+
 
 @contextmanager
 def token_grid(model: nn.Module, grid: Grid):
     """Set the grid by hand, for calling blocks or layers of a converted model directly (benchmarks)."""
-    tracker: TokenGrid = model.lindit_grid
-    previous, tracker.hw = tracker.hw, tuple(grid)
-    try:
+    with model.lindit_grid.at(tuple(grid)):
         yield
-    finally:
-        tracker.hw = previous
