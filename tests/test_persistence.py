@@ -163,3 +163,8 @@ def test_a_malformed_conversion_record_is_one_clear_error(saved, change, message
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=message):
         lindit.load(saved)
+
+
+def test_load_is_strict_and_says_so_when_asked_for_a_loading_report(saved):
+    with pytest.raises(ValueError, match="lindit.load is strict"):
+        lindit.load(saved, output_loading_info=True)

@@ -86,8 +86,12 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtyp
 
     A pipeline folder or repository is read from its ``transformer`` subfolder. ``from_pretrained_kwargs``
     go to diffusers (``variant``, ``revision``, ``cache_dir``, ``local_files_only``, ``low_cpu_mem_usage``, ...);
-    diffusers' ``torch_dtype`` is taken as ``dtype``.
+    diffusers' ``torch_dtype`` is taken as ``dtype``. Loading is strict: a missing or unused tensor is an error,
+    so there is no ``output_loading_info`` (the student class's ``from_pretrained`` gives diffusers' report).
     """
+    if from_pretrained_kwargs.pop("output_loading_info", False):
+        raise ValueError("lindit.load is strict (a missing or unused tensor is an error) and takes no "
+                         "output_loading_info; the student class's from_pretrained reports them instead")
     dtype = from_pretrained_kwargs.pop("torch_dtype", dtype)
     local = Path(path)
     if subfolder is None and (local / "model_index.json").is_file():
