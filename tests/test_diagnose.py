@@ -105,7 +105,7 @@ def test_layer_errors_find_the_inherited_blocks_exact_and_the_moment_eta_close()
 
 def test_keeping_a_block_in_softmax_is_converting_the_other_blocks_alone():
     from lindit.diagnose.swap import alone, keep_softmax
-    from lindit.integrations.diffusers.convert import Plan
+    from lindit.integrations.diffusers import Plan
 
     comp, teacher, student, probes = _components({"method": "lit", "inherit": "qkvo", "heads": 2, "layers": [0, 1]})
     plan = Plan(**student.lindit_config)

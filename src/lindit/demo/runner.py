@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..eval.measure import machine_info
+from ..io import atomic_dir, check_output
 from ..methods import method_variant
 from ..training.config import parse_config
 from ..world.teachers import SETTINGS_NAME, load_builtin_teacher, settings_of, teacher_dir
@@ -23,16 +24,24 @@ from .report import latency_plot, sample_grid, write_json_report, write_markdown
 from .seeds import combine
 
 
-def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit demo") -> dict:
-    """Run the demo into ``out`` and return report.json's content."""
-    out, start = Path(out), time.perf_counter()
+def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit demo", overwrite: bool = False) -> dict:
+    """Run the demo into ``out`` and return report.json's content.
+
+    ``out`` must be new (or an empty folder) unless ``overwrite``. The demo writes into a temporary sibling
+    that replaces ``out`` at the end, so it only ever deletes what it created itself (and, when told to
+    overwrite, the old ``out``)."""
+    out, start = check_output(out, overwrite), time.perf_counter()
     for family in settings.families:  # fail before any work if a teacher is missing or a student does not fit
         teacher = load_builtin_teacher(FAMILIES[family].teacher)
         for student in settings.students:
             _check_student(family, student, teacher)
         for method in settings.methods(family):  # e.g. an unknown learning-rate schedule
             parse_config(run_config(family, method, settings))
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        return _run(settings, tmp, command, start)
+
+
+def _run(settings: DemoSettings, out: Path, command: str, start: float) -> dict:
     total = settings.seeds * sum(1 + len(settings.methods(f)) for f in settings.families)
     bar = tqdm(total=total, desc="lindit demo", unit="model", position=0)
     families = {family: _seeded_family(family, settings, out, bar) for family in settings.families}
@@ -107,9 +116,11 @@ def _encode_world(family: str, settings: DemoSettings, folder: Path) -> str:
 
 def _check_student(family: str, student: str, teacher) -> None:
     from ..integrations.diffusers import convert
+    from ..methods import check_options
 
     name, options = method_variant(student)
     try:
+        check_options(name, options)
         convert(teacher, name, **options)
     except (ValueError, TypeError) as e:
         raise ValueError(f"student {student!r} does not fit the {family} family: {e}") from None

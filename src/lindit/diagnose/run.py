@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..integrations.diffusers import load
-from ..integrations.diffusers.convert import Plan
+from ..integrations.diffusers import Plan
 from ..training.components import build_components
 from ..training.config import RunConfig, parse_config
 from ..training.models import disable_label_dropout
@@ -68,12 +68,17 @@ def diagnose(config: dict, plan: dict | None = None, student_dir: str | None = N
     report = {"plan": asdict(used), "probes": sum(p.noisy.noisy.shape[0] for p in probes),
               "fresh": _side(comp, teacher, fresh, used, probes)}
     if student is not None:
-        if Plan(**student.lindit_config) != used:
+        if _conversion(Plan(**student.lindit_config)) != _conversion(used):
             raise ValueError(f"--student {student_dir} was converted as {student.lindit_config}, not as {asdict(used)}")
         report["student"] = str(student_dir)
         report["distilled"] = _side(comp, teacher, student.to(device), used, probes)
         report["distilled"]["keep_softmax"] = keep_softmax(comp, teacher, student, used, probes)
     return report
+
+
+def _conversion(plan: Plan) -> dict:
+    """What makes two plans the same conversion (not where the teacher was loaded from)."""
+    return {k: v for k, v in asdict(plan).items() if k != "teacher"}
 
 
 def _side(comp, teacher, model, plan: Plan, probes) -> dict:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..integrations.diffusers import convert, converted_layers
-from ..integrations.diffusers.convert import Plan
+from ..integrations.diffusers import Plan
 from .probes import Probe, predict, relative_error
 
 BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.")
