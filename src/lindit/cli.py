@@ -24,6 +24,7 @@ COMMANDS = {
     "export": ("lindit.deploy.export_cli", "export a transformer to ONNX or torch.export and verify it"),
     "train-teacher": ("lindit.world.train_teacher", "train a built-in tiny teacher on the shapes world"),
     "demo": ("lindit.demo.cli", "convert, distil and measure every method on the built-in world"),
+    "diagnose": ("lindit.diagnose.cli", "per-layer and per-block error of a converted student"),
     "eval": ("lindit.eval.quality_cli", "FID, CLIP score and prompt adherence of a model's images"),
 }
 

@@ -26,6 +26,7 @@ __all__ = [
     "linear_attention_apply",
     "hybrid_attention",
     "approx_eta",
+    "moment_log_normaliser",
 ]
 
 
@@ -122,6 +123,28 @@ def approx_eta(n_img: int, n_txt: int) -> float:
     return n_img / (n_img + n_txt)
 
 
+def moment_log_normaliser(q, k, scale: float | None = None, count: int | None = None, reduce_state=None):
+    """log sum_j exp(scale q_i.k_j) estimated in linear time from the keys' mean and covariance.
+
+    If the scores s_j = scale q.k_j of one query are roughly Gaussian over the keys (mean scale q.mu,
+    variance scale^2 q^T Sigma q), sum_j exp(s_j) = N E[exp(s)] = N exp(scale q.mu + scale^2 q^T Sigma q / 2)
+    (the log-normal approximation: the log-partition function to its second cumulant). mu and Sigma come
+    from the state sum_j k_j^T [k_j | 1] (``linear_attention_state(k, k)``), O(M d^2), so shard states add up
+    under ``reduce_state`` as linear attention's do. q: (B, H, N, d), k: (B, H, M, d) -> (B, H, N, 1) float32.
+    ``count``: the N of the log N term, default the key count M (pass the uncompressed token count when k
+    are compressed keys standing for more tokens); ``scale`` defaults to 1/sqrt(d).
+    """
+    _check_4d(q=q, k=k)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    state, m = (reduce_state or _identity_reduce)(*linear_attention_state(k, k))  # (B, H, d, d + 1)
+    mean = state[..., -1] / m  # (B, H, d)
+    cov = state[..., :-1] / m - mean.unsqueeze(-1) * mean.unsqueeze(-2)  # (B, H, d, d)
+    qf = q.float()
+    first = torch.matmul(qf, mean.unsqueeze(-1))  # (B, H, N, 1)
+    second = (torch.matmul(qf, cov) * qf).sum(dim=-1, keepdim=True)  # (B, H, N, 1)
+    return math.log(m if count is None else count) + scale * first + 0.5 * scale**2 * second
+
+
 def _linear_with_log_normaliser(q, k, v, eps: float, reduce_state=None):
     """Linear attention plus log sum_j phi(q_i).phi(k_j) (unscaled similarity), for eta^Lin."""
     state, count = (reduce_state or _identity_reduce)(*linear_attention_state(k, v))  # (B, H, d, dv + 1)
@@ -147,6 +170,7 @@ def hybrid_attention(
     reduce_state=None,
     eta_logit_bias: torch.Tensor | None = None,
     q_img_softmax: torch.Tensor | None = None,
+    k_img_softmax: torch.Tensor | None = None,
 ):
     """MM-EDiT hybrid joint attention, EDiT Eq. (7).
 
@@ -166,11 +190,16 @@ def hybrid_attention(
       * "exact": eta^Lin per query, S_I / (S_I + S_P) with S_I = sum_j phi(q).phi(k_j) (linear, unscaled)
         or sum_j exp(scale q.k_j) (softmax), and S_P = sum_j' exp(scale q.k_P_j'); computed in log space.
         With ``image_attention="softmax"`` this is the exact decomposition of joint attention (Eq. 6).
+      * "moments": Eq. 6's eta per query, S_I / (S_I + S_P) with both S the softmax sums, in linear time:
+        S_P exactly (the prompt block is softmax anyway) and S_I estimated from the mean and covariance of
+        the image keys (``moment_log_normaliser``, with the count ``n_img`` as for "approx").
       * a float in [0, 1]: a fixed mixing weight.
     ``eta_logit_bias`` (H,), only with "approx": per-head eta = sigmoid(logit(N_I / (N_I + N_P)) + bias_h),
     lindit's learnable correction of the token-count approximation (zero bias = the paper's eta).
     ``q_img_softmax`` (B, H, N_I, d): the image queries of softmax(Q_I, K_P, V_P) when they differ from the
     linear term's feature maps (lindit's ``softmax_qk="raw"``); default ``q_img``, as in Eq. 7.
+    ``k_img_softmax`` (B, H, M_I, d): likewise the image keys of the softmax similarity, which
+    ``eta="moments"`` estimates S_I with; default ``k_img``.
     The softmax similarity uses ``scale`` (default 1/sqrt(d)); the linear similarity is unscaled.
     ``reduce_state`` combines the image-image linear state across token shards (see ``linear_attention``);
     under sequence parallelism prompt queries must see every image key, so shard callers pass
@@ -185,7 +214,11 @@ def hybrid_attention(
     q_ip = q_img if q_img_softmax is None else q_img_softmax
     if q_ip.shape != q_img.shape:
         raise ValueError(f"q_img_softmax must have q_img's shape {tuple(q_img.shape)}, got {tuple(q_ip.shape)}")
-    out_ip, lse_ip = _image_prompt_block(q_ip, k_txt, v_txt, scale, need_lse=exact)
+    k_is = k_img if k_img_softmax is None else k_img_softmax
+    if k_is.shape != k_img.shape:
+        raise ValueError(f"k_img_softmax must have k_img's shape {tuple(k_img.shape)}, got {tuple(k_is.shape)}")
+    moments = eta == "moments"
+    out_ip, lse_ip = _image_prompt_block(q_ip, k_txt, v_txt, scale, need_lse=exact or moments)
     if image_attention == "linear" and not exact:
         out_ii, log_s_ii = linear_attention(q_img, k_img, v_img, eps, reduce_state).float(), None
     elif image_attention == "linear":
@@ -195,6 +228,9 @@ def hybrid_attention(
         out_ii = out_ii.float()
     if exact:
         w = torch.sigmoid(log_s_ii - lse_ip)  # (B, H, N_I, 1): S_I / (S_I + S_P), stable for any magnitude
+    elif moments:
+        n = q_img.shape[-2] if n_img is None else n_img
+        w = torch.sigmoid(moment_log_normaliser(q_ip, k_is, scale, n, reduce_state) - lse_ip)  # (B, H, N_I, 1)
     elif isinstance(eta, str):
         w = approx_eta(q_img.shape[-2] if n_img is None else n_img, k_txt.shape[-2])
         if eta_logit_bias is not None:
@@ -220,8 +256,8 @@ def _biased_eta(eta: float, bias: torch.Tensor, heads: int) -> torch.Tensor:
 def _check_eta(eta) -> bool:
     """True when eta is "exact"; validates the other accepted forms."""
     if isinstance(eta, str):
-        if eta not in ("approx", "exact"):
-            raise ValueError(f"eta must be 'approx', 'exact' or a float in [0, 1], got {eta!r}")
+        if eta not in ("approx", "exact", "moments"):
+            raise ValueError(f"eta must be 'approx', 'exact', 'moments' or a float in [0, 1], got {eta!r}")
         return eta == "exact"
     if not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"a fixed eta must lie in [0, 1], got {eta}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
@@ -178,7 +179,8 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mlp_ratio": (lambda v: _is_number(v, 0, open_lo=True), "a positive number"),
     "lf_mid_dim": (lambda v: v is None or _is_int(v, 1), "a positive integer or null"),
     "factor": (lambda v: _is_int(v, 2), "an integer >= 2 (the KV token grid shrinks by factor^2)"),
-    "eta": (lambda v: v in ("approx", "exact", "learned") or _is_number(v, 0, 1), "approx, exact, learned or a number in [0, 1]"),
+    "eta": (lambda v: v in ("approx", "exact", "learned", "moments") or _is_number(v, 0, 1),
+            "approx, exact, learned, moments or a number in [0, 1]"),
     "softmax_qk": (lambda v: v in ("phi", "raw"), "phi or raw"),
     "cf_reduction": (lambda v: _is_int(v, 1), "a positive integer"),
     "cf_groups": (lambda v: _is_int(v, 1), "a positive integer"),
@@ -189,6 +191,8 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mlp_out_bias": (lambda v: isinstance(v, bool), "true or false"),
     "layers": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(i, 0) for i in v), "a list of block indices >= 0"),
     "inherit": (lambda v: isinstance(v, (str, list)), "letters of qkvo, 'all' or 'none'"),
+    "keep_softmax": (lambda v: isinstance(v, list) and all(_is_int(i, -math.inf) for i in v),
+                     "a list of block indices (negative ones count from the end)"),
 }
 
 
@@ -197,7 +201,7 @@ def check_options(method: str, options: dict) -> None:
     bad value and what is valid (before any model is loaded). Block indices are checked against the model
     by convert itself."""
     entry = get_method(method)
-    accepted = set(entry.options) | {"layers", "inherit"}
+    accepted = set(entry.options) | {"layers", "inherit", "keep_softmax"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid: {', '.join(sorted(accepted))}")
@@ -223,6 +227,7 @@ def parse_options(pairs: list[str]) -> dict:
 
 def method_variant(spec: str) -> tuple[str, dict]:
     """'edit' -> ('edit', {}); 'edit:cf_reduction=8,sc_kernel=5' -> ('edit', {'cf_reduction': 8, 'sc_kernel': 5}):
-    a method with lindit.convert options, so that variants run as their own rows (bench, demo)."""
+    a method with lindit.convert options, so that variants run as their own rows (bench, demo). Commas inside
+    brackets belong to a JSON list: 'mm_edit:layers=[0,1,2]'."""
     name, _, opts = spec.partition(":")
-    return name, parse_options(opts.split(",")) if opts else {}
+    return name, parse_options(re.split(r",(?![^\[]*\])", opts)) if opts else {}

@@ -82,8 +82,8 @@ def test_cross_field_rules():
 
 def test_the_recipe_fills_the_weights_a_stage_leaves_out():
     cfg = parse_config(tiny_dict(recipe="lit"), ["stages[0].loss={kd: 1.0}"])
-    assert cfg.stages[0].loss == LossWeights(task=1.0, kd=1.0, feature=0.0, variance=0.05)
-    assert RECIPES["lit"] == LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05)  # LiT Eq. 7, Sec. 4.1
+    assert cfg.stages[0].loss == LossWeights(task=1.0, kd=1.0, feature=0.0, variance=0.05, guidance=0.0)
+    assert RECIPES["lit"] == LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05, guidance=0.0)  # LiT Eq. 7
 
 
 def test_overrides_and_shorthands():

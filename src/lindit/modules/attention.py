@@ -155,6 +155,13 @@ class LinearAttention(OnGrid, TokenMapsMixin, nn.Module):
         self.value_conv = _value_conv(conv_channels, value_conv, self.compresses("v"), value)
         self.to_out = output_projection(inner_dim, out_dim or dim)
 
+    def start_value_conv_at_zero_(self) -> None:
+        """Zero LiT's depthwise conv on V (if any), so that a layer with inherited projections starts as their
+        plain linear attention instead of that plus a random local term (until the conv trains)."""
+        if self.value_conv is not None:
+            nn.init.zeros_(self.value_conv.weight)
+            nn.init.zeros_(self.value_conv.bias)
+
     def forward(self, hidden_states, grid: Grid | None = None, encoder_hidden_states=None, attention_mask=None,
                 **kwargs):
         check_self_call(encoder_hidden_states, attention_mask)

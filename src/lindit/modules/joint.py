@@ -156,7 +156,7 @@ class JointAttention(OnGrid, TokenMapsMixin, nn.Module):
         sq, sk = (fq, fk) if self.softmax_qk == "phi" else (q_i, k_i)  # what the softmax pairs see
         out_i, _ = hybrid_attention(fq, fk, v_i, None, k_p, v_p, eta=self.eta, eps=self.eps,
                                     n_img=global_count(q_i.shape[-2], grid), reduce_state=state_reducer(k_grid),
-                                    eta_logit_bias=self.eta_logit_bias, q_img_softmax=sq)
+                                    eta_logit_bias=self.eta_logit_bias, q_img_softmax=sq, k_img_softmax=sk)
         if q_p is None:
             return out_i, None
         return out_i, softmax_attention(q_p, *self._all_keys(sk, v_i, k_p, v_p, k_grid))  # prompt rows of Eq. 7

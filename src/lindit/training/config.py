@@ -25,29 +25,32 @@ Recipe = Literal["edit", "mm_edit", "lit", "finetune"]
 class LossWeights:
     """Weights of the loss terms; None: the recipe's default. kd and variance compare student and teacher
     outputs (the prediction channels and, for learned-sigma models, the variance channels); feature compares
-    the outputs of every replaced attention layer."""
+    the outputs of every replaced attention layer; guidance compares the guidance direction, the prediction
+    with the prompt minus the prediction with the null prompt (every sample then runs with both)."""
 
     task: float | None = None
     kd: float | None = None
     feature: float | None = None
     variance: float | None = None
+    guidance: float | None = None
 
     def filled(self, defaults: LossWeights) -> LossWeights:
         return LossWeights(**{k: getattr(defaults, k) if v is None else v for k, v in dataclasses.asdict(self).items()})
 
     def needs_teacher(self) -> bool:
-        return any((getattr(self, k) or 0.0) > 0 for k in ("kd", "feature", "variance"))
+        return any((getattr(self, k) or 0.0) > 0 for k in ("kd", "feature", "variance", "guidance"))
 
 
 # Default loss weights per recipe. EDiT: task + KD + feature distillation "following [12, 14]" (EDiT Sec. 4);
 # LinFusion [14] weighs both distillation terms 0.5. LiT Eq. 7: lambda1 = 0.5 (L_noise), lambda2 = 0.05
 # (L_var) for ImageNet 256 (Sec. 4.1). Fine-tuning (EDiT App. C): the base model's loss alone.
 RECIPES: dict[str, LossWeights] = {
-    "edit": LossWeights(task=1.0, kd=0.5, feature=0.5, variance=0.0),
-    "mm_edit": LossWeights(task=1.0, kd=0.5, feature=0.5, variance=0.0),
-    "lit": LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05),
-    "finetune": LossWeights(task=1.0, kd=0.0, feature=0.0, variance=0.0),
+    "edit": LossWeights(task=1.0, kd=0.5, feature=0.5, variance=0.0, guidance=0.0),
+    "mm_edit": LossWeights(task=1.0, kd=0.5, feature=0.5, variance=0.0, guidance=0.0),
+    "lit": LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05, guidance=0.0),
+    "finetune": LossWeights(task=1.0, kd=0.0, feature=0.0, variance=0.0, guidance=0.0),
 }
+WEIGHTS = tuple(f.name for f in dataclasses.fields(LossWeights))
 
 
 @dataclass
@@ -310,13 +313,13 @@ def _check_stage(stage: StageConfig, where: str) -> None:
     stage.teacher.kind()
     if stage.teacher.lindit is not None:
         raise ValueError(f"{where}.teacher: a teacher is a diffusers model, not a lindit student")
-    for key in ("task", "kd", "feature", "variance"):
+    for key in WEIGHTS:
         if getattr(stage.loss, key) < 0:
             raise ValueError(f"{where}.loss.{key}: must be >= 0")
-    if not any(getattr(stage.loss, k) > 0 for k in ("task", "kd", "feature", "variance")):
+    if not any(getattr(stage.loss, k) > 0 for k in WEIGHTS):
         raise ValueError(f"{where}.loss: every weight is zero")
     if stage.feature_inputs == "teacher":
-        others = {k: getattr(stage.loss, k) for k in ("task", "kd", "variance") if getattr(stage.loss, k) > 0}
+        others = {k: getattr(stage.loss, k) for k in WEIGHTS if k != "feature" and getattr(stage.loss, k) > 0}
         if stage.loss.feature <= 0 or others or stage.trainable != "attention":
             raise ValueError(
                 f"{where}.feature_inputs: teacher fits each replaced layer to its teacher layer, so the stage needs "

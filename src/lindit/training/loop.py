@@ -33,7 +33,7 @@ from .config import RunConfig, load_config, parse_config
 from .divergence import NonFiniteGuard, apply_stage_lr, check_finite_weights
 from .data import BatchOrder, BucketBatches, collate, drop_captions
 from .hooks import FeatureCapture, TeacherForcing
-from .losses import TERMS, feature_loss, loss_terms, total_loss
+from .losses import TERMS, feature_loss, loss_terms, total_loss, with_null_pairs
 from .metrics import MetricsLog, postfix, progress_bar, tensorboard_available
 from .models import merge_lora, rebuild, save_student, trainable_parameters
 from .run_folder import claim_run
@@ -265,6 +265,8 @@ class _StageLoop:
         latents = moments["mean"] + moments["std"] * torch.randn(moments["mean"].shape, generator=gen).to(device)
         cond = drop_captions(cond, self.t.null, self.t.cfg.data.caption_dropout, gen)
         noisy = comp.objective(latents, gen)
+        if self.weights["guidance"] > 0:  # each sample also with the null prompt: the guidance direction
+            noisy, cond = with_null_pairs(noisy, cond, self.t.null)
         if self.forcing is not None:
             return self.forced_losses(noisy, cond)
         s_rec, t_rec = (c.recording() for c in self.caps) if self.caps else (nullcontext({}), nullcontext({}))

@@ -35,8 +35,10 @@ def convert(model: nn.Module, method: str | None = None, **options) -> nn.Module
     method: a registry name valid for the model's family (see ``lindit.methods()``); default ``edit`` for
     PixArt, ``mm_edit`` for SD3, ``lit`` for DiT.
     options: ``layers`` (block indices to convert; default all, ``kv_compress``: the second half, i.e.
-    layers 14-27 of PixArt-Sigma's 28), ``inherit`` (teacher projections to copy: any of "qkvo"; default
-    none, ``kv_compress``: "qkvo"), and the method's own options (e.g. ``heads`` for ``lit``, ``eta`` for
+    layers 14-27 of PixArt-Sigma's 28), ``keep_softmax`` (block indices left out of ``layers``, keeping the
+    teacher's attention; negative indices count from the end, so ``[-1]`` keeps the last block), ``inherit``
+    (teacher projections to copy: any of "qkvo"; default none, ``kv_compress``: "qkvo"), and the method's own
+    options (e.g. ``heads`` for ``lit``, ``eta`` for
     ``mm_edit``, ``factor`` for ``kv_compress``, ``cf_reduction``).
     Returns an instance of the family's student class (e.g. ``LinditPixArtTransformer2DModel``).
     """
@@ -78,6 +80,8 @@ def _copy_module(src: nn.Module, dst: nn.Module) -> list[str]:
 
 def _inherit_layer(teacher_attn: nn.Module, student_layer: nn.Module, groups: str, where: str) -> list[str]:
     skipped = []
+    if "v" in groups and hasattr(student_layer, "start_value_conv_at_zero_"):
+        student_layer.start_value_conv_at_zero_()  # LiT's DWC(V) adds to the inherited values' attention
     for group in groups:
         for t_name, s_name, role in INHERIT_GROUPS[group]:
             if not (_has(teacher_attn, t_name) and _has(student_layer, s_name)):

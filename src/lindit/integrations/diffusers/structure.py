@@ -19,7 +19,7 @@ from .token_grid import TokenGrid
 
 FORMAT_VERSION = 2  # 1: lindit.json + lindit_model.safetensors with adapters (.inner); 2: diffusers classes
 ATTENTION_LAYERS = (LinearAttention, SoftmaxAttention, JointAttention)
-COMMON_OPTIONS = ("layers", "inherit")
+COMMON_OPTIONS = ("layers", "inherit", "keep_softmax")
 
 
 @dataclass
@@ -50,6 +50,10 @@ def make_plan(fam: Family, depth: int, method_name: str, options: dict, teacher:
     opts = {k: v for k, v in options.items() if v is not None or k not in COMMON_OPTIONS}
     check_options(method.name, opts)  # names and values; block indices are checked below, against the model
     layers = _layers(opts.pop("layers", None), depth, method_name)
+    keep = _blocks(opts.pop("keep_softmax", None) or [], depth, "keep_softmax")
+    layers = [i for i in layers if i not in keep]
+    if not layers:
+        raise ValueError(f"keep_softmax={sorted(keep)} leaves no block to convert")
     inherit = _inherit(opts.pop("inherit", "qkvo" if method_name == "kv_compress" else ""))
     return Plan(fam.name, method_name, layers, inherit, opts, teacher=teacher)
 
@@ -64,6 +68,14 @@ def _layers(layers, depth: int, method_name: str) -> list[int]:
     if bad or not layers:
         raise ValueError(f"layers {bad or layers} out of range; the model has blocks 0-{depth - 1}")
     return layers
+
+
+def _blocks(indices, depth: int, name: str) -> set[int]:
+    """Block indices, negative ones counted from the end (-1: the last block)."""
+    bad = [i for i in indices if not -depth <= i < depth]
+    if bad:
+        raise ValueError(f"{name} {bad} out of range; the model has blocks 0-{depth - 1} (or -{depth} to -1)")
+    return {i % depth for i in indices}
 
 
 def _iterable(value) -> list:
