@@ -277,6 +277,23 @@ CASES = [
     ("bench paired --size 0", "--size must be PX or HxW in px"),
     ("bench paired --rounds 0", "--rounds: must be a positive integer, got '0'"),
     ("bench targets /nonexistent.json", "/nonexistent.json does not exist"),
+    # ------------------------------------------------------------------ diagnose
+    ("diagnose --teacher builtin:pixart --method nosuch --out {new}", "unknown method 'nosuch'"),
+    ("diagnose --teacher builtin:pixart --method edit --n 0 --out {new}", "--n: must be a positive integer, got '0'"),
+    ("diagnose --teacher builtin:pixart --method edit --batch-size 0 --out {new}",
+     "--batch-size: must be a positive integer, got '0'"),
+    ("diagnose --teacher builtin:pixart --out {new}", "give --method (a fresh conversion) or --student"),
+    ("diagnose --teacher builtin:nosuch --method edit --out {new}", "unknown built-in teacher 'nosuch'"),
+    ("diagnose --teacher builtin:pixart --method edit --option heads=2 --out {new}",
+     "unknown option(s) ['heads'] for method 'edit'"),
+    ("diagnose --teacher builtin:pixart --method edit --option cf_reduction=0 --out {new}",
+     "option cf_reduction=0 of method 'edit'"),
+    ("diagnose --teacher builtin:pixart --student /nonexistent --out {new}", "--student /nonexistent is not a folder"),
+    ("diagnose --teacher /nonexistent --method edit --out {new}", "--config (a lindit distill recipe"),
+    ("diagnose --teacher builtin:pixart --inherit qv --out {new}", "give --method too"),
+    ("diagnose --teacher builtin:pixart --method edit --layers 99 --out {new}", "layers [99] out of range"),
+    ("diagnose --teacher builtin:pixart --method edit --device nosuch --out {new}", "nosuch"),
+    ("diagnose --teacher builtin:pixart --method edit --out ''", "--out: must not be empty"),
 ]
 
 

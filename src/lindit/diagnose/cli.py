@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from ..methods import parse_options
+from ..cli import out_path, positive_int
+from ..methods import check_options, parse_options
 
 NAMES = ("diagnosis.json", "diagnosis.md")
 
@@ -35,11 +36,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--inherit", help="teacher projections the fresh student copies (letters of qkvo, or none)")
     p.add_argument("--layers", type=int, nargs="+", help="block indices to convert (default: the method's)")
     p.add_argument("--student", type=Path, help="a distilled student folder (lindit.save / lindit distill output)")
-    p.add_argument("--n", type=int, default=64, help="probe samples (default 64), each with prompt and null prompt")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--n", type=positive_int, default=64,
+                   help="probe samples (default 64), each with prompt and null prompt")
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seed of the probes' noise and timesteps")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, required=True, help=f"folder for {' and '.join(NAMES)}")
+    p.add_argument("--out", type=out_path, required=True, help=f"folder for {' and '.join(NAMES)}")
     p.add_argument("--overwrite", action="store_true", help=f"replace {' and '.join(NAMES)} in --out")
     p.set_defaults(func=run)
 
@@ -67,12 +69,13 @@ def plan_from(args) -> dict | None:
         if args.option or args.inherit or args.layers:
             raise ValueError("--option, --inherit and --layers describe a conversion: give --method too")
         return None
-    plan = {"method": args.method, **parse_options(args.option)}
+    options = parse_options(args.option)
     if args.inherit is not None:
-        plan["inherit"] = args.inherit
+        options["inherit"] = args.inherit
     if args.layers is not None:
-        plan["layers"] = args.layers
-    return plan
+        options["layers"] = args.layers
+    check_options(args.method, options)  # before any model is loaded
+    return {"method": args.method, **options}
 
 
 def run(args) -> int:
@@ -80,8 +83,9 @@ def run(args) -> int:
     from .report import markdown
     from .run import diagnose
 
-    if args.n < 1 or args.batch_size < 1:
-        raise ValueError(f"--n and --batch-size must be positive, got {args.n} and {args.batch_size}")
+    from ..eval.measure import resolve_device
+
+    resolve_device(args.device)
     if args.student is not None and not args.student.is_dir():
         raise FileNotFoundError(f"--student {args.student} is not a folder")
     taken = [n for n in NAMES if (args.out / n).exists()]
