@@ -134,11 +134,13 @@ def test_ddpm_noising_and_targets(prediction):
 def test_recipe_weights_follow_the_papers():
     """LiT Eq. 7 with lambda1 = 0.5, lambda2 = 0.05 (ImageNet 256, Sec. 4.1) and 1.0 / 0.05 for PixArt-Sigma
     (Sec. 4.3); EDiT and MM-EDiT: task + KD + feature KD (LinFusion's 0.5 / 0.5)."""
-    assert RECIPES["lit"].__dict__ == {"task": 1.0, "kd": 0.5, "feature": 0.0, "variance": 0.05}
+    assert RECIPES["lit"].__dict__ == {"task": 1.0, "kd": 0.5, "feature": 0.0, "variance": 0.05,
+                                        "guidance": 0.0}
     assert RECIPES["edit"].__dict__ == RECIPES["mm_edit"].__dict__ == {"task": 1.0, "kd": 0.5, "feature": 0.5,
-                                                                        "variance": 0.0}
+                                                                        "variance": 0.0, "guidance": 0.0}
     pixart = load_config(CONFIGS / "lit-pixart-sigma.yaml")
-    assert all(s.loss.__dict__ == {"task": 1.0, "kd": 1.0, "feature": 0.0, "variance": 0.05} for s in pixart.stages)
+    assert all(s.loss.__dict__ == {"task": 1.0, "kd": 1.0, "feature": 0.0, "variance": 0.05,
+                                           "guidance": 0.0} for s in pixart.stages)
     dit = load_config(CONFIGS / "lit-dit-xl-2-256.yaml")
     assert all(s.loss.__dict__ == RECIPES["lit"].__dict__ for s in dit.stages)
 
