@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lindit-installed
 
-.PHONY: demo test test-fast install clean benchmarks bench-bf16 bench-gpu
+.PHONY: demo test test-fast install clean benchmarks bench-bf16 bench-gpu mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/lindit demo --out demo-output
+	$(VENV)/bin/lindit demo --out demo-output --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -24,6 +24,11 @@ test: $(STAMP)
 # Skips the slow end-to-end checks; CI runs everything.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# Planted slips in the papers' equations (tests/mutants/slips.py), each run against its tests on a temporary
+# copy of src/; writes the result table into docs/TESTING.md (about 15 min on 2 cores; not part of CI).
+mutants: $(STAMP)
+	$(PY) tests/mutants/run.py --record docs/TESTING.md
 
 # The measurements behind docs/BENCHMARKS.md (hours on 2 cores: the 4096 px teacher blocks take minutes each; run on a quiet machine).
 benchmarks: $(STAMP)

@@ -77,7 +77,7 @@ def test_one_block_stub_is_materialised_and_wired_to_its_own_grid():
     stub = bm.one_block_model(full, 0, torch.device("cpu"), torch.float32)
     assert len(stub.transformer_blocks) == 1 and len(full.transformer_blocks) == 4
     assert all(torch.isfinite(p).all() and not p.is_meta for p in stub.parameters())
-    assert stub.transformer_blocks[0].attn.grid is stub.lindit_grid is not full.lindit_grid
+    assert stub.transformer_blocks[0].attn.grid_source is stub.lindit_grid is not full.lindit_grid
     calls = []
     stub.transformer_blocks[0].register_forward_hook(lambda *a: calls.append(1))
     args, kwargs = bm.capture_block_inputs(stub, TINY["tiny-sd3"].inputs(16, 12, "cpu", torch.float32))

@@ -9,9 +9,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import lindit
-from lindit.integrations.diffusers import SelfAttentionAdapter, converted_layers, token_grid
+from lindit.integrations.diffusers import converted_layers, token_grid
 from lindit.integrations.diffusers.convert import _inherit_layer
-from lindit.modules import JointAttention, SoftmaxAttention
+from lindit.modules import ConvFusion, JointAttention, LinearAttention, SoftmaxAttention
 from tiny_models import BUILDERS, forward, inputs
 
 PAIRS = [(fam, m) for fam in ("pixart", "dit") for m in lindit.methods("self")]
@@ -50,26 +50,26 @@ def test_kv_compress_defaults_keep_teacher_projections(teachers):
     student = lindit.convert(teacher, "kv_compress")
     assert student.lindit_config["layers"] == [2, 3]  # the second half, as PixArt-Sigma's layers 14-27 of 28
     assert type(student.transformer_blocks[0].attn1).__name__ == "Attention"
-    layer = student.transformer_blocks[3].attn1.inner
+    layer = student.transformer_blocks[3].attn1
     assert isinstance(layer, SoftmaxAttention) and layer.kv_compress.factor == 2
     t = teacher.transformer_blocks[3].attn1
     for name in ("to_q", "to_k", "to_v"):
         assert torch.equal(getattr(layer, name).weight, getattr(t, name).weight)
-    assert torch.equal(layer.to_out.weight, t.to_out[0].weight)
+    assert torch.equal(layer.to_out[0].weight, t.to_out[0].weight)
     custom = lindit.convert(teacher, "kv_compress", layers=[0], factor=3)
-    assert custom.lindit_config["layers"] == [0] and custom.transformer_blocks[0].attn1.inner.kv_compress.factor == 3
+    assert custom.lindit_config["layers"] == [0] and custom.transformer_blocks[0].attn1.kv_compress.factor == 3
 
 
 def test_inherit_selects_projections(teachers):
     teacher = teachers["pixart"]
-    fresh = lindit.convert(teacher, "edit").transformer_blocks[0].attn1.inner
+    fresh = lindit.convert(teacher, "edit").transformer_blocks[0].attn1
     t = teacher.transformer_blocks[0].attn1
-    assert not torch.equal(fresh.to_q.proj.weight, t.to_q.weight)
-    qv = lindit.convert(teacher, "edit", inherit="qv").transformer_blocks[0].attn1.inner
-    assert torch.equal(qv.to_q.proj.weight, t.to_q.weight) and torch.equal(qv.to_v.proj.bias, t.to_v.bias)
-    assert not torch.equal(qv.to_k.proj.weight, t.to_k.weight) and not torch.equal(qv.to_out.weight, t.to_out[0].weight)
-    lit = lindit.convert(teacher, "lit", inherit="all").transformer_blocks[1].attn1.inner
-    assert lit.heads == 2 and torch.equal(lit.to_out.weight, teacher.transformer_blocks[1].attn1.to_out[0].weight)
+    assert not torch.equal(fresh.to_q.weight, t.to_q.weight)
+    qv = lindit.convert(teacher, "edit", inherit="qv").transformer_blocks[0].attn1
+    assert torch.equal(qv.to_q.weight, t.to_q.weight) and torch.equal(qv.to_v.bias, t.to_v.bias)
+    assert not torch.equal(qv.to_k.weight, t.to_k.weight) and not torch.equal(qv.to_out[0].weight, t.to_out[0].weight)
+    lit = lindit.convert(teacher, "lit", inherit="all").transformer_blocks[1].attn1
+    assert lit.heads == 2 and torch.equal(lit.to_out[0].weight, teacher.transformer_blocks[1].attn1.to_out[0].weight)
 
 
 def test_mm_edit_keeps_qk_rmsnorm_and_context_pre_only(teachers):
@@ -77,12 +77,12 @@ def test_mm_edit_keeps_qk_rmsnorm_and_context_pre_only(teachers):
     student = lindit.convert(teacher, "mm_edit", inherit="qk")
     first, last = student.transformer_blocks[0], student.transformer_blocks[-1]
     for block in (first, last):
-        layer = block.attn.inner
+        layer = block.attn
         assert isinstance(layer.norm_q, torch.nn.RMSNorm) and isinstance(layer.norm_added_k, torch.nn.RMSNorm)
-    assert torch.equal(first.attn.inner.norm_q.weight, teacher.transformer_blocks[0].attn.norm_q.weight)
-    assert last.context_pre_only and last.attn.inner.to_add_out is None and last.attn.inner.add_q_proj is None
-    assert isinstance(first.attn2, SelfAttentionAdapter)  # SD3.5 dual attention: attn2 becomes EDiT
-    assert first.attn2.inner.to_q.__class__.__name__ == "ConvFusion"
+    assert torch.equal(first.attn.norm_q.weight, teacher.transformer_blocks[0].attn.norm_q.weight)
+    assert last.context_pre_only and last.attn.to_add_out is None and last.attn.add_q_proj is None
+    assert isinstance(first.attn2, LinearAttention)  # SD3.5 dual attention: attn2 becomes EDiT
+    assert isinstance(first.attn2.conv_fusion_q, ConvFusion)
     with token_grid(student, (12, 20)):
         x, c = torch.randn(1, 240, 16), torch.randn(1, 5, 16)
         img, ctx = last.attn(x, encoder_hidden_states=c)
@@ -145,7 +145,7 @@ def test_softmax_layers_with_inherited_weights_reproduce_the_teacher(teachers):
 def test_the_grid_follows_each_forward(teachers):
     student = lindit.convert(teachers["pixart"], "edit")
     seen = []
-    student.transformer_blocks[0].attn1.inner.register_forward_pre_hook(lambda m, a: seen.append(a[1]))
+    student.transformer_blocks[0].attn1.register_forward_pre_hook(lambda m, a: seen.append(m.resolve_grid(None)))
     forward(student, "pixart", 24, 40)
     forward(student, "pixart", 40, 24)  # same token count, transposed grid
     assert seen == [(12, 20), (20, 12)]
@@ -158,7 +158,7 @@ def test_deepcopy_keeps_its_own_grid(teachers):
     twin = copy.deepcopy(student)
     forward(twin, "pixart", 24, 40)
     assert twin.lindit_grid.hw == (12, 20) and student.lindit_grid.hw is None
-    assert twin.transformer_blocks[1].attn1.grid is twin.lindit_grid
+    assert twin.transformer_blocks[1].attn1.grid_source is twin.lindit_grid
     torch.testing.assert_close(forward(twin, "pixart", 24, 40), forward(student, "pixart", 24, 40))
 
 
@@ -199,10 +199,18 @@ def test_inherited_queries_through_residual_maps_start_as_the_teachers(teachers,
     teacher = teachers[fam]
     t_q = getattr(teacher.transformer_blocks[0], attr).to_q
     student = lindit.convert(teacher, method, inherit="q")
-    s_q = getattr(student.transformer_blocks[0], attr).inner.to_q
+    s_layer = getattr(student.transformer_blocks[0], attr)
     x = torch.randn(2, 5 * 7, t_q.in_features)
-    torch.testing.assert_close(s_q(x, (5, 7))[0], t_q(x), rtol=1e-5, atol=1e-6)
-    fresh = getattr(lindit.convert(teacher, method).transformer_blocks[0], attr).inner.to_q
+    torch.testing.assert_close(s_layer.project("q", x, (5, 7))[0], t_q(x), rtol=1e-5, atol=1e-6)
+    fresh = getattr(lindit.convert(teacher, method).transformer_blocks[0], attr)
     with torch.no_grad():
-        fresh.proj.load_state_dict(t_q.state_dict())
-    assert not torch.allclose(fresh(x, (5, 7))[0], t_q(x), atol=1e-4)
+        fresh.to_q.load_state_dict(t_q.state_dict())
+    assert not torch.allclose(fresh.project("q", x, (5, 7))[0], t_q(x), atol=1e-4)
+
+
+def test_every_method_option_has_a_value_rule():
+    """check_options looks every option up in OPTION_RULES: an option without a rule would be a KeyError."""
+    from lindit.methods import OPTION_RULES, REGISTRY
+
+    missing = {(name, o) for name, m in REGISTRY.items() for o in m.options if o not in OPTION_RULES}
+    assert not missing

@@ -41,14 +41,17 @@ def test_task_weight_sets_the_noise_loss_of_every_stage_and_keeps_the_recipes_ot
     from lindit.training.config import RECIPES
 
     for family, recipe in (("pixart", "edit"), ("mmdit", "mm_edit"), ("dit", "lit")):
-        method = FAMILIES[family].methods[0]
+        method, plan = FAMILIES[family].methods[0], FAMILIES[family]
         default = parse_config(run_config(family, method, DemoSettings(steps=10)))
-        paper = parse_config(run_config(family, method, DemoSettings(steps=10, task_weight=1.0)))
-        assert all(s.loss.task == 0.0 for s in default.stages)
+        paper = parse_config(run_config(family, method, DemoSettings(steps=10, task_weight=1.0, feature_weight=0.0)))
+        # the family's own weights over the recipe's, no task term unless the family names one
+        assert default.stages[0].loss.task == plan.loss.get("task", 0.0)
+        assert default.stages[0].loss.feature == plan.loss.get("feature", RECIPES[recipe].feature)
         first = paper.stages[0].loss
-        assert (first.task, first.kd, first.feature, first.variance) == (1.0, RECIPES[recipe].kd,
-                                                                         RECIPES[recipe].feature, RECIPES[recipe].variance)
+        assert (first.task, first.kd, first.feature, first.variance) == (1.0, RECIPES[recipe].kd, 0.0,
+                                                                         RECIPES[recipe].variance)
         assert default.stages[0].loss.kd == RECIPES[recipe].kd
+    assert FAMILIES["dit"].loss == {"task": 1.0, "feature": 0.5}  # LiT's L_simple, EDiT's feature term
     mm = parse_config(run_config("mmdit", "mm_edit", DemoSettings(steps=10, task_weight=1.0)))
     assert (mm.stages[1].loss.task, mm.stages[1].loss.kd) == (0.0, 1.0)  # MM-EDiT stage 2: KD only, as before
     args = build_parser(only="demo").parse_args(["demo", "--task-weight", "-1"])
@@ -84,8 +87,8 @@ def test_schedule_ema_and_caption_dropout_options_reach_the_training_config():
     cfg = parse_config(run_config("pixart", "edit", settings_from(parser.parse_args(["demo", "--lr", "0.002",
                                                                                        "--batch-size", "32"]))))
     assert [s.lr for s in cfg.stages] == [0.002, 0.002 / 5] and cfg.data.batch_size == 32
-    with pytest.raises(ValueError, match="--lr must be positive, got 0.0"):
-        settings_from(parser.parse_args(["demo", "--lr", "0"]))
+    with pytest.raises(SystemExit):  # refused while parsing: --lr: must be a positive number
+        parser.parse_args(["demo", "--lr", "0"])
     with pytest.raises(ValueError, match=r"--caption-dropout must be in \[0, 1\), got 1.0"):
         settings_from(parser.parse_args(["demo", "--caption-dropout", "1"]))
     cfg = parse_config(run_config("pixart", "edit", settings_from(parser.parse_args(["demo", "--ema", "0.99"]))))
@@ -205,3 +208,95 @@ def test_students_read_the_familys_encoded_world_when_given_a_cache():
     assert cfg["data"]["source"] == {"cache": "out/cache/pixart"}
     assert parse_config(cfg).data.source.cache == "out/cache/pixart"
     assert "world" in run_config("pixart", "edit", DemoSettings(steps=10))["data"]["source"]
+
+
+def test_seeds_combine_rows_into_means_with_their_sample_standard_deviation():
+    from lindit.demo.seeds import combine
+
+    runs = [{"fid": 500.0, "adherence": 0.90, "mse_to_teacher": 0.01, "psnr_to_teacher": 20.0, "train_seconds": 10.0,
+             "latency_s": 0.003, "train_steps": 240},
+            {"fid": 520.0, "adherence": 0.96, "mse_to_teacher": 0.03, "psnr_to_teacher": 16.0, "train_seconds": 12.0,
+             "latency_s": None, "train_steps": 240}]
+    row = combine(runs, [4, 5])
+    assert row["fid"] == 510.0 and row["adherence"] == pytest.approx(0.93) and row["train_seconds"] == 11.0
+    assert row["sd"]["fid"] == pytest.approx(14.142136) and row["sd"]["adherence"] == pytest.approx(0.042426)
+    assert row["latency_s"] == 0.003 and row["seeds"] == [4, 5] and row["per_seed"][1]["fid"] == 520.0
+    assert "sd" not in combine(runs[:1], [4]) and combine(runs[:1], [4])["fid"] == 500.0
+
+
+def test_claims_get_reproduced_not_reproduced_or_within_noise_by_the_stated_rule():
+    from lindit.demo.report import checks
+
+    def row(fid, adherence, fid_sd, adherence_sd):
+        return {"fid": fid, "adherence": adherence, "sd": {"fid": fid_sd, "adherence": adherence_sd}}
+
+    rows = {"teacher": row(500.0, 0.95, 10.0, 0.01),
+            "edit": row(540.0, 0.93, 20.0, 0.01),  # bar 550: margin 10 < noise sqrt(20^2 + 11^2): within noise
+            "sana": row(600.0, 0.80, 5.0, 0.02),  # 60 FID worse than edit, noise 20.6: reproduced
+            "linfusion": row(545.0, 0.95, 5.0, 0.01)}  # 5 FID worse than edit: within noise; adherence 2 pts better
+    found = {c["claim"]: c for c in checks({"pixart": rows})}
+    verdicts = {claim: c["verdict"] for claim, c in found.items()}
+    assert verdicts["edit classifier-FID within 10% of the teacher's"] == "within noise"
+    assert found["edit classifier-FID within 10% of the teacher's"]["noise"] == pytest.approx((20**2 + 11**2) ** 0.5)
+    assert verdicts["edit adherence within 3 points of the teacher's"] == "within noise"  # margin 0.01, noise 0.014
+    assert verdicts["edit better than sana (FID)"] == "reproduced"
+    assert verdicts["edit better than sana (adherence)"] == "reproduced"  # 13 points against a 2.2-point noise
+    assert verdicts["edit better than linfusion (FID)"] == "within noise"
+    assert verdicts["edit better than linfusion (adherence)"] == "not reproduced"  # -2 points, noise 1.4
+    assert verdicts["pixart teacher adherence >= 80%"] == "reproduced"
+    assert all(c["reproduced"] == (c["verdict"] == "reproduced") for c in found.values())
+
+
+def test_seeds_option_reaches_the_settings_and_must_be_positive():
+    from lindit.cli import build_parser
+    from lindit.demo.cli import settings_from
+
+    parser = build_parser(only="demo")
+    settings = settings_from(parser.parse_args(["demo", "--seeds", "3", "--seed", "4"]))
+    assert settings.seed_list() == [4, 5, 6] and DemoSettings().seeds == 1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--seeds", "0"])
+
+
+@pytest.mark.slow
+def test_two_seed_demo_reports_means_spreads_and_per_seed_students(tmp_path):
+    from lindit.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--families", "dit", "--seeds", "2", "--steps", "4", "--n-eval", "16",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    lit = report["families"]["dit"]["lit"]
+    assert lit["seeds"] == [0, 1] and len(lit["per_seed"]) == 2 and lit["sd"]["fid"] > 0
+    assert lit["fid"] == pytest.approx(sum(r["fid"] for r in lit["per_seed"]) / 2, abs=1e-3)
+    assert (out / "seed-0" / "students" / "dit" / "lit").is_dir() and (out / "seed-1" / "students" / "dit" / "lit").is_dir()
+    assert not (out / "cache").exists() and (out / "dit_samples.png").is_file()
+    text = (out / "report.md").read_text()
+    assert "2 seeds (0-1)" in text and "sample standard deviation" in text and "| seed 0 | seed 1 |" in text
+    assert all(c["verdict"] in ("reproduced", "not reproduced", "within noise") for c in report["checks"])
+
+
+def test_mmdit_students_keep_the_last_block_in_softmax_and_mm_edit_uses_the_moment_eta():
+    for method in FAMILIES["mmdit"].methods:
+        convert = run_config("mmdit", method, DemoSettings(steps=10))["model"]["convert"]
+        assert convert["keep_softmax"] == [-1] and convert["inherit"] == "qkvo"
+    assert run_config("mmdit", "mm_edit", DemoSettings(steps=10))["model"]["convert"] == {
+        "inherit": "qkvo", "keep_softmax": [-1], "eta": "moments", "softmax_qk": "raw"}
+    paper = run_config("mmdit", "mm_edit:eta=approx,softmax_qk=phi,keep_softmax=[]", DemoSettings(steps=10))
+    assert paper["model"]["convert"] == {"inherit": "qkvo", "keep_softmax": [], "eta": "approx", "softmax_qk": "phi"}
+    assert parse_config(paper).model.convert["keep_softmax"] == []
+
+
+def test_feature_and_guidance_weights_reach_every_stage_of_the_recipe():
+    from lindit.cli import build_parser
+    from lindit.demo.cli import settings_from
+
+    parser = build_parser(only="demo")
+    settings = settings_from(parser.parse_args(["demo", "--steps", "10", "--feature-weight", "0.5", "--guidance-kd", "2"]))
+    lit = parse_config(run_config("dit", "lit", settings))
+    assert [(s.loss.feature, s.loss.guidance) for s in lit.stages] == [(0.5, 2.0)]
+    mm = parse_config(run_config("mmdit", "mm_edit", settings))
+    assert [(s.loss.feature, s.loss.guidance) for s in mm.stages] == [(0.5, 2.0), (0.0, 2.0)]  # stage 2: KD only
+    assert parse_config(run_config("mmdit", "mm_edit", DemoSettings(steps=10))).stages[0].loss.feature == 0.5
+    with pytest.raises(ValueError, match="--feature-weight must be >= 0, got -1.0"):
+        settings_from(parser.parse_args(["demo", "--feature-weight", "-1"]))

@@ -275,7 +275,7 @@ def test_generate_is_seeded_and_batched(teachers):
     assert all(torch.equal(a, b) for a, b in zip(quality.as_uint8(first), quality.as_uint8(again)))
     assert not torch.equal(quality.as_uint8(first)[0], quality.as_uint8(other)[0])
     assert quality.is_world_pipeline(pipe) and quality.trained_size(pipe) == 32
-    with pytest.raises(ValueError, match="height 30 is not a positive multiple of 4"):
+    with pytest.raises(ValueError, match="height 30 is not a positive multiple of 8"):
         quality.generate(pipe, prompts, 30, 32, steps=1)
 
 

@@ -42,8 +42,8 @@ def test_pipeline_python_api(pixart):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--height", "25"], "height 25 is not a positive multiple of 4"),
-    (["--steps", "0"], "steps must be positive"),
+    (["--height", "25"], "height 25 is not a positive multiple of 8"),
+    (["--steps", "0"], "--steps: must be a positive integer"),
     (["--model", "{tmp}/missing"], "no model at"),
     (["--base", None], "holds only the transformer; pass base="),
     (["--base", "{tmp}"], "not a diffusers pipeline folder"),

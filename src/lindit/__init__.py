@@ -16,19 +16,33 @@ for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.to
 
 from . import functional  # noqa: E402
 from .generate import pipeline  # noqa: E402
-from .integrations.diffusers import allow_any_resolution, convert, load, save  # noqa: E402
+from .integrations.diffusers import (  # noqa: E402
+    LinditDiTTransformer2DModel,
+    LinditPixArtTransformer2DModel,
+    LinditSD3Transformer2DModel,
+    allow_any_resolution,
+    convert,
+    convert_pipeline,
+    load,
+    save,
+)
 from .methods import methods  # noqa: E402
 from .modules import JointAttention, LinearAttention, MixFFN, SoftmaxAttention  # noqa: E402
+from . import students  # noqa: E402,F401  (the module saved pipelines name for lindit's classes)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "JointAttention",
+    "LinditDiTTransformer2DModel",
+    "LinditPixArtTransformer2DModel",
+    "LinditSD3Transformer2DModel",
     "LinearAttention",
     "MixFFN",
     "SoftmaxAttention",
     "allow_any_resolution",
     "convert",
+    "convert_pipeline",
     "functional",
     "load",
     "methods",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import sys
 
 # command -> (module that defines add_parser(subparsers), one-line help)
@@ -22,6 +24,7 @@ COMMANDS = {
     "export": ("lindit.deploy.export_cli", "export a transformer to ONNX or torch.export and verify it"),
     "train-teacher": ("lindit.world.train_teacher", "train a built-in tiny teacher on the shapes world"),
     "demo": ("lindit.demo.cli", "convert, distil and measure every method on the built-in world"),
+    "diagnose": ("lindit.diagnose.cli", "per-layer and per-block error of a converted student"),
     "eval": ("lindit.eval.quality_cli", "FID, CLIP score and prompt adherence of a model's images"),
 }
 
@@ -30,8 +33,16 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (usage is one ``--help`` away); subcommands inherit it."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lindit", description="Linear-time diffusion transformers.")
+    parser = Parser(prog="lindit", description="Linear-time diffusion transformers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if name == only:
@@ -45,16 +56,77 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a bad argument (2, its one line already printed)
+        return done.code if isinstance(done.code, int) else 2
     args.argv = list(argv)  # recorded in reports, so every number names the command that made it
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if command is None else 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as err:
-        print(f"lindit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 -- classified: bugs are raised again
+        return report_error(f"lindit {args.command}", err)
+
+
+def report_error(prog: str, err: BaseException) -> int:
+    """Print a user error as one line and return the exit code; raise anything else (a bug) again."""
+    from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, user_message
+
+    if isinstance(err, KeyboardInterrupt):
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    line = str(err) if isinstance(err, CLIError) else user_message(err)
+    if line is None or os.environ.get("LINDIT_TRACEBACK"):
+        raise err
+    print(f"{prog}: error: {line}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+# argparse types: a bad value is refused while parsing, before anything is loaded.
+def positive_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    value = _number(float, text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def out_path(text: str):
+    """An output path: not empty (argparse's Path("") would be the current folder)."""
+    from pathlib import Path
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return Path(text)
+
+
+def _number(kind, text: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from .methods import REGISTRY, parse_options
+from .cli import out_path
+from .methods import REGISTRY, check_options, parse_options
 
 
 def add_parser(subparsers) -> None:
@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--teacher", help="diffusers model folder, pipeline folder or hub id")
     p.add_argument("--subfolder", default=None, help="subfolder of --teacher holding the transformer")
     p.add_argument("--method", default=None, help="method name (see --list); default: the family's own")
-    p.add_argument("--out", type=Path, help="output folder for lindit.save")
+    p.add_argument("--out", type=out_path, help="output folder for lindit.save")
     p.add_argument("--inherit", default=None, help="teacher projections to copy: letters of qkvo, 'all' or 'none'")
     p.add_argument("--layers", type=int, nargs="+", default=None, help="block indices to convert (default: all)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -37,14 +37,20 @@ def run(args) -> int:
     if not args.teacher or not args.out:
         raise ValueError("--teacher and --out are required (or use --list)")
     from .integrations.diffusers import convert, count_parameters, save
-    from .integrations.diffusers.loading import load_teacher
+    from .integrations.diffusers.families import family_of
+    from .io import check_output
+    from .models import load_model
 
-    teacher = load_teacher(args.teacher, subfolder=args.subfolder)
     options = parse_options(args.option)
     if args.inherit is not None:
         options["inherit"] = args.inherit
     if args.layers is not None:
         options["layers"] = args.layers
+    if args.method is not None:
+        check_options(args.method, options)  # before the teacher is loaded
+    check_output(args.out, args.overwrite)
+    teacher = load_model(args.teacher, subfolder=args.subfolder)
+    check_options(args.method or family_of(teacher).default_method, options)
     student = convert(teacher, args.method, **options)
     save(student, args.out, overwrite=args.overwrite)
     plan = student.lindit_config

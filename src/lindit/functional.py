@@ -39,6 +39,7 @@ __all__ = [
     "hybrid_attention",
     "hybrid_attention_reference",
     "approx_eta",
+    "moment_log_normaliser",
 ]
 
 
@@ -390,7 +391,7 @@ def approx_eta(n_img: int, n_txt: int) -> float:
 # MM-EDiT's hybrid attention, EDiT Eq. (7).
 
 
-def _check_hybrid(image_attention, eta, eta_logit_bias, q_img, q_ip) -> bool:
+def _check_hybrid(image_attention, eta, eta_logit_bias, q_img, q_ip, k_img, k_is) -> bool:
     if image_attention not in ("linear", "softmax"):
         raise ValueError(f"image_attention must be 'linear' or 'softmax', got {image_attention!r}")
     exact = _check_eta(eta)
@@ -398,6 +399,8 @@ def _check_hybrid(image_attention, eta, eta_logit_bias, q_img, q_ip) -> bool:
         raise ValueError(f"eta_logit_bias corrects eta='approx' only, got eta={eta!r}")
     if q_ip.shape != q_img.shape:
         raise ValueError(f"q_img_softmax must have q_img's shape {tuple(q_img.shape)}, got {tuple(q_ip.shape)}")
+    if k_is.shape != k_img.shape:
+        raise ValueError(f"k_img_softmax must have k_img's shape {tuple(k_img.shape)}, got {tuple(k_is.shape)}")
     return exact
 
 
@@ -406,6 +409,29 @@ def _eta_weight(eta, n_img, q_img, k_txt, eta_logit_bias):
         return float(eta)
     w = approx_eta(q_img.shape[-2] if n_img is None else n_img, k_txt.shape[-2])
     return w if eta_logit_bias is None else _biased_eta(w, eta_logit_bias, q_img.shape[1])  # (1, H, 1, 1)
+
+
+def moment_log_normaliser(q, k, scale: float | None = None, count: int | None = None, reduce_state=None):
+    """log sum_j exp(scale q_i.k_j) estimated in linear time from the keys' mean and covariance.
+
+    If the scores s_j = scale q.k_j of one query are roughly Gaussian over the keys (mean scale q.mu,
+    variance scale^2 q^T Sigma q), sum_j exp(s_j) = N E[exp(s)] = N exp(scale q.mu + scale^2 q^T Sigma q / 2)
+    (the log-normal approximation: the log-partition function to its second cumulant). mu and Sigma come
+    from the state sum_j k_j^T [k_j | 1] (``linear_attention_state(k, k)``), O(M d^2), so shard states add up
+    under ``reduce_state`` as linear attention's do. q: (B, H, N, d), k: (B, H, M, d) -> (B, H, N, 1) float32.
+    ``count``: the N of the log N term, default the key count M (pass the uncompressed token count when k
+    are compressed keys standing for more tokens); ``scale`` defaults to 1/sqrt(d).
+    """
+    _check_4d(q=q, k=k)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    state, m = (reduce_state or _identity_reduce)(*linear_attention_state(k, k, 0.0))  # (B, H, d, d + 1)
+    mean = state[..., -1] / m  # (B, H, d)
+    cov = state[..., :-1] / m - mean.unsqueeze(-1) * mean.unsqueeze(-2)  # (B, H, d, d)
+    qf = q.float()
+    first = torch.matmul(qf, mean.unsqueeze(-1))  # (B, H, N, 1)
+    second = (torch.matmul(qf, cov) * qf).sum(dim=-1, keepdim=True)  # (B, H, N, 1)
+    return math.log(m if count is None else count) + scale * first + 0.5 * scale**2 * second
+
 
 
 def hybrid_attention(
@@ -425,6 +451,7 @@ def hybrid_attention(
     eta_logit_bias: torch.Tensor | None = None,
     q_img_softmax: torch.Tensor | None = None,
     combine=None,
+    k_img_softmax: torch.Tensor | None = None,
 ):
     """MM-EDiT hybrid joint attention, EDiT Eq. (7).
 
@@ -446,11 +473,16 @@ def hybrid_attention(
         or sum_j exp(scale q.k_j) (softmax), and S_P = sum_j' exp(scale q.k_P_j'); computed in log space from
         the attentions' own normalisers, never the (N_I, N_P) scores.
         With ``image_attention="softmax"`` this is the exact decomposition of joint attention (Eq. 6).
+      * "moments": Eq. 6's eta per query, S_I / (S_I + S_P) with both S the softmax sums, in linear time:
+        S_P exactly (the prompt block is softmax anyway) and S_I estimated from the mean and covariance of
+        the image keys (``moment_log_normaliser``, with the count ``n_img`` as for "approx").
       * a float in [0, 1]: a fixed mixing weight.
     ``eta_logit_bias`` (H,), only with "approx": per-head eta = sigmoid(logit(N_I / (N_I + N_P)) + bias_h),
     lindit's learnable correction of the token-count approximation (zero bias = the paper's eta).
     ``q_img_softmax`` (B, H, N_I, d): the image queries of softmax(Q_I, K_P, V_P) when they differ from the
     linear term's feature maps (lindit's ``softmax_qk="raw"``); default ``q_img``, as in Eq. 7.
+    ``k_img_softmax`` (B, H, M_I, d): likewise the image keys of the softmax similarity, which
+    ``eta="moments"`` estimates S_I with; default ``k_img``.
     The softmax similarity uses ``scale`` (default 1/sqrt(d)); the linear similarity is unscaled.
     ``eps`` is the linear term's normaliser convention (see ``NORMALISERS``).
     ``reduce_state`` combines the image-image linear state across token shards (see ``linear_attention``)
@@ -458,8 +490,10 @@ def hybrid_attention(
     """
     _check_4d(q_img=q_img, k_img=k_img, v_img=v_img, q_txt=q_txt, k_txt=k_txt, v_txt=v_txt)
     q_ip = q_img if q_img_softmax is None else q_img_softmax
-    exact = _check_hybrid(image_attention, eta, eta_logit_bias, q_img, q_ip)
-    if exact:
+    k_is = k_img if k_img_softmax is None else k_img_softmax
+    exact = _check_hybrid(image_attention, eta, eta_logit_bias, q_img, q_ip, k_img, k_is)
+    moments = eta == "moments"
+    if exact or moments:
         out_ip, lse_ip = softmax_attention_with_lse(q_ip.to(k_txt.dtype), k_txt, v_txt, scale)
     else:
         out_ip = softmax_attention(q_ip.to(k_txt.dtype), k_txt, v_txt, scale=scale)  # (B, H, N_I, dv)
@@ -470,6 +504,9 @@ def hybrid_attention(
         out_ii, log_s_ii = softmax_attention_with_lse(q_img, k_img, v_img, scale)
     if exact:
         w = torch.sigmoid(log_s_ii - lse_ip)  # (B, H, N_I, 1): S_I / (S_I + S_P), stable for any magnitude
+    elif moments:
+        n = q_img.shape[-2] if n_img is None else n_img
+        w = torch.sigmoid(moment_log_normaliser(q_ip, k_is, scale, n, reduce_state) - lse_ip)  # (B, H, N_I, 1)
     else:
         w = _eta_weight(eta, n_img, q_img, k_txt, eta_logit_bias)
     dtype = q_img.dtype
@@ -491,8 +528,8 @@ def _biased_eta(eta: float, bias: torch.Tensor, heads: int) -> torch.Tensor:
 def _check_eta(eta) -> bool:
     """True when eta is "exact"; validates the other accepted forms."""
     if isinstance(eta, str):
-        if eta not in ("approx", "exact"):
-            raise ValueError(f"eta must be 'approx', 'exact' or a float in [0, 1], got {eta!r}")
+        if eta not in ("approx", "exact", "moments"):
+            raise ValueError(f"eta must be 'approx', 'exact', 'moments' or a float in [0, 1], got {eta!r}")
         return eta == "exact"
     if not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"a fixed eta must lie in [0, 1], got {eta}")
@@ -501,15 +538,16 @@ def _check_eta(eta) -> bool:
 
 def hybrid_attention_reference(q_img, k_img, v_img, q_txt, k_txt, v_txt, *, image_attention="linear",
                                eta="approx", scale=None, n_img=None, eps=DEFAULT_NORMALISER,
-                               eta_logit_bias=None, q_img_softmax=None):
+                               eta_logit_bias=None, q_img_softmax=None, k_img_softmax=None):
     """``hybrid_attention`` as first written (the form the fast one is tested against): for eta^Lin the
     image-prompt scores materialised as (B, H, N_I, N_P) float32 tensors, the linear term in float32, and the
     prompt rows as one softmax over the concatenated [K_I; K_P]. Same arguments (no sharding hooks) and outputs."""
     _check_4d(q_img=q_img, k_img=k_img, v_img=v_img, q_txt=q_txt, k_txt=k_txt, v_txt=v_txt)
     q_ip = q_img if q_img_softmax is None else q_img_softmax
-    exact = _check_hybrid(image_attention, eta, eta_logit_bias, q_img, q_ip)
+    k_is = k_img if k_img_softmax is None else k_img_softmax
+    exact = _check_hybrid(image_attention, eta, eta_logit_bias, q_img, q_ip, k_img, k_is)
     acc = _acc(q_img)
-    if exact:
+    if exact or eta == "moments":
         out_ip, lse_ip = softmax_attention_with_lse_reference(q_ip, k_txt, v_txt, scale)
     else:
         out_ip = softmax_attention(q_ip.to(k_txt.dtype), k_txt, v_txt, scale=scale)
@@ -521,7 +559,13 @@ def hybrid_attention_reference(q_img, k_img, v_img, q_txt, k_txt, v_txt, *, imag
             log_s_ii = torch.log(((q_img.to(acc) + conv.feature_eps) @ k_sum).clamp_min(torch.finfo(acc).tiny))
     else:
         out_ii, log_s_ii = softmax_attention_with_lse_reference(q_img, k_img, v_img, scale)
-    w = torch.sigmoid(log_s_ii - lse_ip) if exact else _eta_weight(eta, n_img, q_img, k_txt, eta_logit_bias)
+    if exact:
+        w = torch.sigmoid(log_s_ii - lse_ip)
+    elif eta == "moments":  # two passes: the keys' mean, then their centred covariance
+        n = q_img.shape[-2] if n_img is None else n_img
+        w = torch.sigmoid(_moments_reference(q_ip.to(acc), k_is.to(acc), scale, n) - lse_ip.to(acc))
+    else:
+        w = _eta_weight(eta, n_img, q_img, k_txt, eta_logit_bias)
     out_img = (w * out_ii.to(acc) + (1 - w) * out_ip.to(acc)).to(q_img.dtype)
     out_txt = None
     if q_txt is not None:
@@ -529,3 +573,13 @@ def hybrid_attention_reference(q_img, k_img, v_img, q_txt, k_txt, v_txt, *, imag
         v_all = torch.cat([v_img.to(v_txt.dtype), v_txt], dim=-2)
         out_txt = softmax_attention(q_txt, k_all, v_all, scale=scale)
     return out_img, out_txt
+
+
+def _moments_reference(q, k, scale, count):
+    """log N + scale q.mu + scale^2 q^T Sigma q / 2 with mu, Sigma the keys' mean and (biased) covariance."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    mu = k.mean(dim=-2, keepdim=True)  # (B, H, 1, d)
+    kc = k - mu
+    cov = kc.transpose(-1, -2) @ kc / k.shape[-2]  # (B, H, d, d)
+    quad = ((q @ cov) * q).sum(dim=-1, keepdim=True)  # (B, H, N, 1)
+    return math.log(count) + scale * (q @ mu.transpose(-1, -2)) + 0.5 * scale**2 * quad

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .cli import finite_float, out_path, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -18,21 +19,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prompt", action="append", default=[], help="prompt (repeat for several)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--class-label", type=int, action="append", default=None, help="DiT class label (repeatable)")
-    p.add_argument("--height", type=int, default=None, help="px (default: the model's trained size)")
-    p.add_argument("--width", type=int, default=None, help="px (default: the model's trained size)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=4.5)
+    p.add_argument("--height", type=positive_int, default=None, help="px (default: the model's trained size)")
+    p.add_argument("--width", type=positive_int, default=None, help="px (default: the model's trained size)")
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--guidance", type=finite_float, default=4.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=1, help="images per prompt")
+    p.add_argument("--batch", type=positive_int, default=1, help="images per prompt")
     p.add_argument("--dtype", default="float32", type=_dtype, metavar="DTYPE",
                    help="float32, bfloat16 (bf16) or float16 (fp16); linear attention keeps its sums in float32")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer (the first step pays the compilation, later steps and "
                         "calls at the same size reuse it)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, required=True, help="PNG path; several images get _0, _1 ... suffixes")
+    p.add_argument("--out", type=out_path, required=True, help="PNG path; several images get _0, _1 ... suffixes")
+    p.add_argument("--overwrite", action="store_true", help="replace existing PNGs")
     p.add_argument("--profile", action="store_true", help="report wall time and peak memory")
-    p.add_argument("--parallel", type=int, default=1, metavar="P",
+    p.add_argument("--parallel", type=positive_int, default=1, metavar="P",
                    help="split each image's tokens by rows across P processes (gloo on CPU, NCCL on GPUs)")
     p.add_argument("--low-memory", action="store_true",
                    help="load text encoder, transformer and VAE one at a time (freeing each) and decode in tiles")
@@ -77,12 +79,23 @@ def _metadata(args, req, model_desc: str, index: int):
 
 
 def run(args) -> int:
-    if args.parallel < 1:
-        raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
+    from .eval.measure import resolve_device
+    from .io import check_output
+
     if args.low_memory and args.parallel > 1:
         raise ValueError("--low-memory and --parallel do not combine; choose one")
     if args.low_memory and args.compile:
         raise ValueError("--low-memory and --compile do not combine (the transformer is loaded per stage); choose one")
+    if args.parallel > 1:
+        from .integrations.diffusers import is_lindit_dir
+
+        if not is_lindit_dir(args.model):  # before P processes start and load it
+            raise ValueError(f"--parallel needs a model converted by lindit (a lindit folder with every attention "
+                             f"layer converted); {args.model} is not one")
+    count = max(1, len(args.prompt or args.class_label or [])) * args.batch
+    for path in _paths(args.out, count):  # before anything is loaded
+        check_output(path, args.overwrite, folder=False)
+    resolve_device(args.device)
     if args.parallel == 1:
         return _generate(0, 1, args)
     from .parallel import launch
@@ -95,7 +108,8 @@ def _generate(rank: int, world: int, args) -> int:
     """Generate on one process; under --parallel every rank runs the pipeline on its band of rows and
     rank 0 writes the images."""
     from .eval.measure import peak_memory_bytes, resolve_device, resolve_dtype
-    from .generate import Request
+    from .generate import Request, check_conditioning, check_request
+    from .integrations.diffusers.families import family_of
     from .io import atomic_path
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
@@ -105,6 +119,10 @@ def _generate(rank: int, world: int, args) -> int:
     size = produce.default_size()
     req = Request(args.prompt, args.negative_prompt, args.height or size, args.width or size, args.steps,
                   args.guidance, args.seed, args.batch, args.class_label)
+    pipe = getattr(produce, "pipe", None)
+    check_conditioning(produce.family if pipe is None else family_of(pipe.transformer).name, req)
+    if pipe is not None:  # sizes, labels, memory: before any denoising (--low-memory: at its denoising stage)
+        check_request(pipe, req)
     images, peak = [], None
     start = time.perf_counter()
     if args.profile:

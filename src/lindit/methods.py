@@ -10,12 +10,14 @@ from here, and the tests run every entry.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 from torch import nn
 
-from .functional import DEFAULT_NORMALISER, normaliser
+from .functional import DEFAULT_NORMALISER, NORMALISERS, normaliser
 from .modules import JointAttention, LinearAttention, SoftmaxAttention, TokenMapOptions
 
 
@@ -67,6 +69,7 @@ def _linear_self(query, key, value, phi="relu", value_conv=None, heads=None):
             value=value,
             phi=phi,
             value_conv=opts.get("value_conv", value_conv),
+            value_conv_shared=opts.get("value_conv_shared", False),
             qk_norm=spec.qk_norm,
             inner_dim=spec.inner_dim,
             out_dim=spec.out_dim,
@@ -117,40 +120,43 @@ def _joint(mode, query="convfusion", key="compressor", value="compressor", promp
     return build
 
 
-_CF = ("cf_reduction", "cf_groups", "cf_negative_slope", "eps")  # eps: every linear method's normaliser
-_SC = ("sc_kernel", "sc_stride", "eps")
+_CF = ("cf_reduction", "cf_groups", "cf_negative_slope")
+_SC = ("sc_kernel", "sc_stride")
+_EPS = ("eps",)  # the normaliser convention, an option of every linear method
+_FFN = ("mlp_ratio", "mlp_out_bias")  # Mix-FFN: hidden width, bias of its last 1x1 conv (SANA: none)
 
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in [
         Method("edit", "self", "EDiT Sec. 3.1, Table 1", "linear compressed attention: ConvFusion Q, Spatial Compressor K/V",
-               _linear_self("convfusion", "compressor", "compressor"), options=_CF + _SC),
+               _linear_self("convfusion", "compressor", "compressor"), options=_CF + _SC + _EPS),
         Method("edit_cf_qk", "self", "EDiT Table 1 (ablation)", "ConvFusion on Q and K, linear V, no compression",
-               _linear_self("convfusion", "convfusion", "linear"), options=_CF),
+               _linear_self("convfusion", "convfusion", "linear"), options=_CF + _EPS),
         Method("edit_sc_only", "self", "EDiT Table 1 (ablation)", "linear Q, Spatial Compressor K/V",
-               _linear_self("linear", "compressor", "compressor"), options=_SC),
+               _linear_self("linear", "compressor", "compressor"), options=_SC + _EPS),
         Method("edit_cf_q", "self", "EDiT Table 1 (ablation)", "ConvFusion on Q only, K/V uncompressed",
-               _linear_self("convfusion", "linear", "linear"), options=_CF),
+               _linear_self("convfusion", "linear", "linear"), options=_CF + _EPS),
         Method("lit", "self", "LiT Sec. 3 (Guidelines 1-2), Tables 1-2", "ReLU linear attention, 2 heads, 5x5 depthwise conv on V",
-               _linear_self("linear", "linear", "linear", value_conv=5, heads=2), options=("heads", "value_conv", "eps")),
+               _linear_self("linear", "linear", "linear", value_conv=5, heads=2),
+               options=("heads", "value_conv", "value_conv_shared", *_EPS)),
         Method("sana", "self", "EDiT Table 1 (SANA-DiT baseline)", "ReLU linear attention with Mix-FFN in place of the feed-forward",
-               _linear_self("linear", "linear", "linear"), feed_forward="mixffn", options=("mlp_ratio", "eps")),
+               _linear_self("linear", "linear", "linear"), feed_forward="mixffn", options=_FFN + _EPS),
         Method("linfusion", "self", "EDiT Table 1 (LinFusion-DiT baseline)", "LinFusion's 1+ELU(Linear(x + MLP(x))) features",
-               _linear_self("linfusion", "linfusion", "linear", phi="elu1"), options=("lf_mid_dim", "eps")),
+               _linear_self("linfusion", "linfusion", "linear", phi="elu1"), options=("lf_mid_dim", *_EPS)),
         Method("kv_compress", "self", "EDiT Table 1 (KV Comp.), PixArt-Sigma", "softmax attention with KV token compression",
                _kv_compress, options=("factor", "layers")),
         Method("mm_edit", "joint", "EDiT Sec. 3.2, Table 2", "hybrid attention, eta approximated by token counts",
-               _joint("hybrid"), self_method="edit", options=("eta", "softmax_qk") + _CF + _SC),
+               _joint("hybrid"), self_method="edit", options=("eta", "softmax_qk") + _CF + _SC + _EPS),
         Method("mm_edit_exact", "joint", "EDiT Table 2 (MM-EDiT with eta^Lin)", "hybrid attention with the exact eta^Lin",
-               _joint("hybrid", eta="exact"), self_method="edit", options=("softmax_qk",) + _CF + _SC),
+               _joint("hybrid", eta="exact"), self_method="edit", options=("softmax_qk",) + _CF + _SC + _EPS),
         Method("mm_edit_plain", "joint", "EDiT Table 2 (no phi_CF, phi_SC)", "hybrid attention with plain linear maps",
-               _joint("hybrid", "linear", "linear", "linear"), self_method="sana", options=("eta", "softmax_qk", "eps")),
+               _joint("hybrid", "linear", "linear", "linear"), self_method="sana", options=("eta", "softmax_qk", *_EPS)),
         Method("linear_mmdit_alpha", "joint", "EDiT Table 2 (Linear MM-DiT-alpha)", "linear attention for all pairs, CF/SC image maps",
-               _joint("linear"), self_method="edit", options=_CF + _SC),
+               _joint("linear"), self_method="edit", options=_CF + _SC + _EPS),
         Method("linear_mmdit_beta", "joint", "EDiT Table 2 (Linear MM-DiT-beta)", "alpha with LinFusion features for prompt tokens",
-               _joint("linear", prompt_qk="linfusion", prompt_phi="elu1"), self_method="edit", options=_CF + _SC + ("lf_mid_dim",)),
+               _joint("linear", prompt_qk="linfusion", prompt_phi="elu1"), self_method="edit", options=_CF + _SC + ("lf_mid_dim",) + _EPS),
         Method("sana_mmdit", "joint", "EDiT Table 2 (SANA-MM-DiT)", "ReLU linear attention everywhere, Mix-FFN feed-forwards",
-               _joint("linear", "linear", "linear", "linear"), self_method="sana", feed_forward="mixffn", options=("mlp_ratio", "eps")),
+               _joint("linear", "linear", "linear", "linear"), self_method="sana", feed_forward="mixffn", options=_FFN + _EPS),
     ]
 }
 
@@ -166,6 +172,56 @@ def get_method(name: str, kind: str | None = None) -> Method:
 def methods(kind: str | None = None) -> dict[str, str]:
     """Every method name -> 'source: summary' (of one kind, if given)."""
     return {n: f"{m.source}: {m.summary}" for n, m in REGISTRY.items() if kind is None or m.kind == kind}
+
+
+def _is_int(v, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_number(v, lo: float, hi: float = math.inf, open_lo: bool = False) -> bool:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return ok and (v > lo if open_lo else v >= lo) and v <= hi
+
+
+# option -> (check, what is valid). Each method accepts the options of its Method.options (and layers, inherit).
+OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "heads": (lambda v: _is_int(v, 1), "a positive integer"),
+    "value_conv": (lambda v: v is None or (_is_int(v, 1) and v % 2 == 1), "an odd kernel size (3, 5, ...) or null"),
+    "mlp_ratio": (lambda v: _is_number(v, 0, open_lo=True), "a positive number"),
+    "lf_mid_dim": (lambda v: v is None or _is_int(v, 1), "a positive integer or null"),
+    "factor": (lambda v: _is_int(v, 2), "an integer >= 2 (the KV token grid shrinks by factor^2)"),
+    "eta": (lambda v: v in ("approx", "exact", "learned", "moments") or _is_number(v, 0, 1),
+            "approx, exact, learned, moments or a number in [0, 1]"),
+    "softmax_qk": (lambda v: v in ("phi", "raw"), "phi or raw"),
+    "cf_reduction": (lambda v: _is_int(v, 1), "a positive integer"),
+    "cf_groups": (lambda v: _is_int(v, 1), "a positive integer"),
+    "cf_negative_slope": (lambda v: _is_number(v, 0), "a number >= 0"),
+    "sc_kernel": (lambda v: _is_int(v, 1), "a positive integer"),
+    "sc_stride": (lambda v: _is_int(v, 1), "a positive integer"),
+    "value_conv_shared": (lambda v: isinstance(v, bool), "true or false"),
+    "mlp_out_bias": (lambda v: isinstance(v, bool), "true or false"),
+    "layers": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(i, 0) for i in v), "a list of block indices >= 0"),
+    "inherit": (lambda v: isinstance(v, (str, list)), "letters of qkvo, 'all' or 'none'"),
+    "eps": (lambda v: (isinstance(v, str) and v in NORMALISERS) or _is_number(v, 0),
+            ", ".join(NORMALISERS) + " (a normaliser convention) or a number >= 0 (added to the sum over keys)"),
+    "keep_softmax": (lambda v: isinstance(v, list) and all(_is_int(i, -math.inf) for i in v),
+                     "a list of block indices (negative ones count from the end)"),
+}
+
+
+def check_options(method: str, options: dict) -> None:
+    """Refuse lindit.convert options that ``method`` does not take or whose values cannot work, naming the
+    bad value and what is valid (before any model is loaded). Block indices are checked against the model
+    by convert itself."""
+    entry = get_method(method)
+    accepted = set(entry.options) | {"layers", "inherit", "keep_softmax"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid: {', '.join(sorted(accepted))}")
+    for key, value in options.items():
+        ok, valid = OPTION_RULES[key]
+        if not ok(value):
+            raise ValueError(f"option {key}={value!r} of method {method!r}: must be {valid}")
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -184,6 +240,7 @@ def parse_options(pairs: list[str]) -> dict:
 
 def method_variant(spec: str) -> tuple[str, dict]:
     """'edit' -> ('edit', {}); 'edit:cf_reduction=8,sc_kernel=5' -> ('edit', {'cf_reduction': 8, 'sc_kernel': 5}):
-    a method with lindit.convert options, so that variants run as their own rows (bench, demo)."""
+    a method with lindit.convert options, so that variants run as their own rows (bench, demo). Commas inside
+    brackets belong to a JSON list: 'mm_edit:layers=[0,1,2]'."""
     name, _, opts = spec.partition(":")
-    return name, parse_options(opts.split(",")) if opts else {}
+    return name, parse_options(re.split(r",(?![^\[]*\])", opts)) if opts else {}

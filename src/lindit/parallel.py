@@ -15,6 +15,7 @@ CUDA is present), so a model on either device works. Inference only: the collect
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -22,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import UserError
 from .integrations.diffusers import converted_layers
 from .integrations.diffusers.families import family_of
 from .modules.shard import RowShard, ShardedGrid, gather_rows, partition_rows
@@ -93,6 +95,15 @@ def _worker(rank: int, world: int, store: str, fn, args) -> None:
     _use_local_gpu(rank)
     try:
         fn(rank, world, *args)
+    except Exception as err:  # noqa: BLE001 -- a user error goes back to the parent as one line, quietly
+        from .errors import user_message
+
+        line = user_message(err)
+        if line is None:
+            raise
+        with open(f"{store}.error.{rank}", "w") as f:
+            f.write(line)
+        raise SystemExit(2) from None
     finally:
         dist.destroy_process_group()
 
@@ -112,4 +123,18 @@ def launch(fn, world: int, *args) -> None:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(world, os.path.join(tmp, "store"), fn, args), nprocs=world, join=True)
+        store = os.path.join(tmp, "store")
+        quiet = logging.getLogger("torch.multiprocessing.spawn")  # it logs the SIGTERM of the other workers
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            mp.spawn(_worker, args=(world, store, fn, args), nprocs=world, join=True)
+        except mp.ProcessExitedException:
+            errors = sorted(p for p in os.listdir(tmp) if p.startswith("store.error."))
+            if not errors:
+                raise
+            with open(os.path.join(tmp, errors[0])) as f:
+                raise UserError(f.read()) from None
+        finally:
+            quiet.setLevel(level)
+

@@ -54,8 +54,8 @@ def test_round_trip_is_exact_and_close_to_float(tmp_path, students, fam, method,
 def test_saved_file_holds_plain_integer_tensors(tmp_path, students):
     q = quantize(students["pixart"], "int4-weight", group_size=8)
     lindit.save(q, tmp_path / "q")
-    plan = json.loads((tmp_path / "q" / "lindit.json").read_text())
-    assert plan["quantization"]["scheme"] == "int4-weight" and plan["method"] == "edit"
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert config["lindit_quantized"]["scheme"] == "int4-weight" and config["lindit_conversion"]["method"] == "edit"
     name = q.lindit_quantization["layers"][0]
     linear = q.get_submodule(name)
     with safe_open(str(tmp_path / "q" / WEIGHTS_NAME), "pt") as f:
@@ -109,7 +109,7 @@ def test_int8_student_is_finite_at_4096px_token_count():
     layer = quantize(_edit_layer(torch.float16), "int8-dynamic", backend="torch.ao")
     x = torch.randn(1, 256 * 256, 32, generator=torch.Generator().manual_seed(0)).mul(60).half()  # (B, N, C)
     with torch.no_grad():
-        keys = torch.relu(layer.to_k(x, (256, 256))[0])  # (B, M, C)
+        keys = torch.relu(layer.project("k", x, (256, 256))[0])  # (B, M, C)
         out = layer(x, (256, 256))
     assert torch.isinf(keys.sum(dim=1)).any()  # a float16 accumulation would have overflowed
     assert out.shape == x.shape and out.dtype == torch.float16 and torch.isfinite(out).all()
@@ -159,8 +159,8 @@ def test_quantizing_twice_is_an_error(students):
 ])
 def test_load_rejects_a_tampered_quantization_entry(tmp_path, students, change, message):
     lindit.save(quantize(students["dit"], "int8-weight"), tmp_path / "q")
-    plan = json.loads((tmp_path / "q" / "lindit.json").read_text())
-    plan["quantization"].update(change)
-    (tmp_path / "q" / "lindit.json").write_text(json.dumps(plan))
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    config["lindit_quantized"].update(change)
+    (tmp_path / "q" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=message):
         lindit.load(tmp_path / "q")

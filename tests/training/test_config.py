@@ -28,7 +28,7 @@ def test_a_wrong_type_names_the_key_path():
     ("training.mixed_precision", "fp8", "training.mixed_precision: expected one of 'no', 'fp16', 'bf16', got 'fp8'"),
     ("data.source.world.kind", "video", "data.source.world.kind: expected one of"),
     ("logging.progress_bar", "yes", "logging.progress_bar: expected bool, got 'yes'"),
-    ("stages[0].trainable", "mlp", "stages[0].trainable: expected one of 'attention', 'all'"),
+    ("stages[0].trainable", "mlp", "stages[0].trainable: expected one of 'attention', 'lora', 'all'"),
     ("data.aspect_ratios", 1.0, "data.aspect_ratios: expected a list, got float 1.0"),
 ])  # fmt: skip
 def test_wrong_values_name_their_key(key, value, message):
@@ -82,8 +82,8 @@ def test_cross_field_rules():
 
 def test_the_recipe_fills_the_weights_a_stage_leaves_out():
     cfg = parse_config(tiny_dict(recipe="lit"), ["stages[0].loss={kd: 1.0}"])
-    assert cfg.stages[0].loss == LossWeights(task=1.0, kd=1.0, feature=0.0, variance=0.05)
-    assert RECIPES["lit"] == LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05)  # LiT Eq. 7, Sec. 4.1
+    assert cfg.stages[0].loss == LossWeights(task=1.0, kd=1.0, feature=0.0, variance=0.05, guidance=0.0)
+    assert RECIPES["lit"] == LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05, guidance=0.0)  # LiT Eq. 7
 
 
 def test_overrides_and_shorthands():

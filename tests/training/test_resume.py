@@ -75,6 +75,6 @@ def test_a_run_killed_with_sigkill_resumes_cleanly(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert list_checkpoints(out / "checkpoints"), "no checkpoint was written before the kill"
-    assert not (out / "lindit.json").exists()  # killed before the end
+    assert not (out / "config.json").exists()  # killed before the end
     subprocess.run(cmd + ["--resume", "latest"], check=True, capture_output=True)
     assert_same_weights(lindit.load(full), lindit.load(out))

@@ -20,6 +20,10 @@ class FamilyPlan:
     quick_methods: tuple[str, ...]
     steps: int  # optimisation steps per student in the default run (every student of the family alike)
     convert: dict = field(default_factory=dict)  # per-method lindit.convert options
+    convert_all: dict = field(default_factory=dict)  # lindit.convert options of every student of the family
+    # Loss weights of the family's stages over its recipe's (training.config.RECIPES) and the demo's default of
+    # no task loss; --task-weight / --feature-weight override them.
+    loss: dict = field(default_factory=dict)
     # Must reproduce (paper ordering): (better, worse) pairs, checked on FID and adherence.
     orderings: tuple[tuple[str, str], ...] = ()
     # Must reproduce (paper: "as good as"): (student, reference) pairs, checked with the acceptance's bar
@@ -38,13 +42,16 @@ FAMILIES: dict[str, FamilyPlan] = {
     "pixart": FamilyPlan("pixart", "edit", ("edit", "lit", "sana", "linfusion", "kv_compress"), ("edit",), 960,
                          orderings=(("edit", "sana"), ("edit", "linfusion"), ("edit", "edit_sc_only")),
                          matches=(("edit", "edit_cf_q"),)),
-    # 240 steps: with 480 (`--families mmdit --methods mm_edit linear_mmdit_alpha --steps 480`) MM-EDiT's
-    # adherence rose from 74.7% to 80.7% but its FID moved from 560.6 to 611.1 (its 240-step runs spread over
-    # 560-606), and Linear MM-DiT-alpha's went from 536.1 / 53.7% to 572.3 / 76.0%: no ordering changed.
+    # MM-EDiT's eta is Eq. 6's per query, estimated from the image keys' moments ("moments"), with the softmax
+    # pairs on the queries and keys before the ReLU ("raw"); every student keeps the last block's softmax
+    # attention. docs/DIAGNOSIS.md has why (lindit diagnose) and the runs behind each choice.
     "mmdit": FamilyPlan("mmdit", "mm_edit", ("mm_edit", "mm_edit_exact", "linear_mmdit_alpha", "sana_mmdit"),
-                        ("mm_edit",), 240, orderings=(("mm_edit", "linear_mmdit_alpha"),)),
-    # LiT Guideline 2: few heads (the teacher has 4). 240 steps bring its FID below the teacher's.
-    "dit": FamilyPlan("dit", "lit", ("lit",), ("lit",), 240, convert={"lit": {"heads": 2}}),
+                        ("mm_edit",), 240, convert={"mm_edit": {"eta": "moments", "softmax_qk": "raw"}},
+                        convert_all={"keep_softmax": [-1]}, orderings=(("mm_edit", "linear_mmdit_alpha"),)),
+    # LiT Guideline 2: few heads (the teacher has 4). LiT's own L_simple (task) term, EDiT's feature term and
+    # 960 steps (docs/DIAGNOSIS.md has the runs behind each).
+    "dit": FamilyPlan("dit", "lit", ("lit",), ("lit",), 960, convert={"lit": {"heads": 2}},
+                      loss={"task": 1.0, "feature": 0.5}),
 }
 
 
@@ -54,15 +61,9 @@ class DemoSettings:
 
     families: tuple[str, ...] = ("pixart", "mmdit", "dit")
     quick: bool = False
-    # Sized for the issue's 15 minutes on 2 CPU cores with the latent-space teachers (about 1M parameters
-    # each): 300 images per model, and each family's steps per student (FamilyPlan.steps). The recipe search on
-    # the PixArt-style EDiT student, 160 steps (`lindit demo --families pixart --methods edit` and the options
-    # named; FID / adherence / PSNR to the teacher), from a constant lr: 591.8 / 95.3% / 25.7 dB; --lr-schedule
-    # cosine 549.9 / 94.7% / 25.8; cosine --caption-dropout 0.3 540.4 / 95.0% / 25.8 (0.5: 544.6 / 94.3% /
-    # 25.7); cosine --lr 2e-3 538.5 / 93.3% / 26.2; cosine --batch-size 32 571.9 / 94.7% / 25.9; at 320 steps,
-    # cosine 548.4 / 94.0% / 26.3, cosine, dropout 0.3, lr 2e-3 539.3 / 94.7% / 26.9, constant lr, dropout 0.3
-    # 530.1 / 93.7% / 26.8. Only more steps closed the gap (pixart's plan above). docs/demo/report.md has the
-    # latest run's time.
+    # Sized for `make demo`'s 15 minutes on 2 CPU cores with the latent-space teachers (about 1M parameters
+    # each): 300 images per model and each family's steps per student (FamilyPlan.steps). The README says how
+    # the recipe departs from the papers; docs/DIAGNOSIS.md and the stop notes have the runs behind it.
     steps: int | None = None  # optimisation steps per student (half attention-only, half everything); None:
     # each family's own (FamilyPlan.steps)
     batch_size: int = 16
@@ -71,42 +72,36 @@ class DemoSettings:
     sample_steps: int = 10
     guidance: float | None = None  # default: each teacher's recorded sampling guidance
     seed: int = 0
+    # Seeds seed, seed + 1, ...: each repeats every distillation and the sampling of every model (demo/seeds.py).
+    seeds: int = 1
     latency_sizes: tuple[int, ...] = (32, 64, 128, 256)  # px, one transformer forward, batch 1
     eval_prompt_seed: int = 1001  # held-out ShapesDataset streams: prompts and the FID reference set
     reference_seed: int = 1002
     dataset_size: int = 4096  # distillation images
-    # Teacher projections the students start from (LiT Table 3 and Guideline 3; any of "qkvo"); "none" keeps
-    # lindit.convert's default of fresh attention weights. Measured on the earlier pixel-space world,
-    # PixArt-style students' PSNR to the teacher with 100 steps (`lindit demo`, inherited against "none"):
-    # LiT 21.6 -> 25.6, LinFusion 23.9 -> 27.8, SANA 12.1 -> 12.5 dB, EDiT 20.8 -> 19.3 dB (its ConvFusion
-    # branch was then random; inherited ConvFusion and LinFusion maps now start at the teacher's projection).
+    # Teacher projections the students start from (LiT Table 3 and Guideline 3; any of "qkvo"; LiT's Guideline 4
+    # inherits none); "none" keeps lindit.convert's default of fresh attention weights.
     inherit: str = "qkvo"
-    # Weight of the noise-prediction (task) loss in every stage. The papers' recipes (EDiT: task + KD + feature;
-    # LiT: L_simple + 0.5 L_noise + 0.05 L_var) add it to distillation. 0 distils from the teacher alone (KD,
-    # plus the recipe's feature and variance terms); 1.0 restores the recipe. With 160 steps at the teacher's
-    # 32 px (constant lr, dropout 0.1) neither is better: `--task-weight 1` moved EDiT's FID 592 -> 560 and
-    # adherence 95.3% -> 92.3%, MM-EDiT's 560 -> 574 and 79.3% -> 78.0%. (The 21-32 points it once cost were
-    # measured while the demo distilled at 64 px by mistake.)
-    task_weight: float = 0.0
+    # Weight of the noise-prediction (task) loss in every stage (MM-EDiT's KD-only stage 2 aside); None: the
+    # family's (FamilyPlan.loss; 0, distilling from the teacher alone, unless the family says otherwise).
+    task_weight: float | None = None
     # First stage (half the steps): "student" distils with the recipe's terms on the student's own hidden
     # states; "teacher" fits each replaced layer to its teacher layer on the teacher's inputs (layer-wise
     # attention transfer; every family, LiT's single stage included, then trains everything with its recipe).
-    # Measured with 80 steps, constant lr and dropout 0.1 (`--feature-inputs teacher` against the default then):
-    # EDiT FID 575 -> 609, LinFusion 540 -> 621, MM-EDiT 772 -> 653 and 39% -> 50% adherence, LiT 806 -> 739 but
-    # 63% -> 47%: not a default.
     feature_inputs: str = "student"
-    # Probability that a distillation caption (class) becomes the null one; None: the teacher's own (0.1). With
-    # classifier-free guidance the sampler runs the student on the null prompt as often as on the real one,
-    # and at guidance 3 an error there weighs 2/3 of one on the prompt; after 160 steps with 0.1 the EDiT
-    # student's null-prompt prediction was 4x further from its teacher's (relative MSE at t = 400) than its
-    # prompted one (an ad-hoc check, not a project command).
+    # Weight of the guidance-direction loss (training/losses.py) in every stage: each distillation sample also
+    # runs with the null prompt, so a step costs two student and two teacher forwards per sample.
+    guidance_kd: float = 0.0
+    # Weight of the feature term (each replaced layer's output against its teacher layer's, EDiT's feature
+    # distillation) wherever the recipe's loss applies (not MM-EDiT's KD-only stage 2); None: the family's.
+    feature_weight: float | None = None
+    # Probability that a distillation caption (class) becomes the null one; None: the teacher's own (0.1).
+    # Classifier-free guidance runs the student on the null prompt as often as on the real one.
     caption_dropout: float | None = 0.3
     # Learning-rate schedule of every stage (a diffusers ``get_scheduler`` name, after the warm-up): cosine
-    # decays to zero at each stage's end (EDiT FID 591.8 -> 549.9 at 160 steps, above).
+    # decays to zero at each stage's end.
     schedule: str = "cosine"
     # EMA of the student's weights (diffusers EMAModel): None keeps the last weights; a float is a fixed decay;
-    # "warmup" is EMAModel's warm-up decay 1 - (1 + step)^(-2/3), 0.97 after 160 steps. EDiT at 160 steps with
-    # --ema warmup: constant lr 552.3 / 94.3%, cosine 563.3 / 93.7% (cosine alone 549.9 / 94.7%): not a default.
+    # "warmup" is EMAModel's warm-up decay 1 - (1 + step)^(-2/3).
     ema: float | str | None = None
     # Students to distil instead of each family's list: lindit.convert method names or variants
     # (NAME:KEY=VALUE[,...], e.g. "edit_cf_q" or "mm_edit_exact:softmax_qk=raw"), reported under that name.
@@ -118,6 +113,9 @@ class DemoSettings:
         # mean image.
         base = dict(quick=True, steps=120, n_eval=120, sample_steps=10, latency_sizes=(32, 128), dataset_size=1024)
         return cls(**{**base, **overrides})
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
 
     def steps_for(self, family: str) -> int:
         return FAMILIES[family].steps if self.steps is None else self.steps
@@ -139,11 +137,13 @@ def _inherit(inherit: str, method: str) -> dict:
     return {} if inherit == "none" or method == "kv_compress" else {"inherit": inherit}
 
 
-def _loss(recipe: str, task_weight: float) -> dict:
-    """The recipe's loss weights with the task term set to ``task_weight``."""
+def _loss(plan: FamilyPlan, settings: DemoSettings) -> dict:
+    """The recipe's loss weights, without its task term unless the family's plan or the settings set one."""
     from ..training.config import RECIPES
 
-    return {**asdict(RECIPES[recipe]), "task": task_weight}
+    loss = {**asdict(RECIPES[plan.recipe]), "task": 0.0, "guidance": settings.guidance_kd, **plan.loss}
+    chosen = {"task": settings.task_weight, "feature": settings.feature_weight}
+    return {**loss, **{k: v for k, v in chosen.items() if v is not None}}
 
 
 def _ema_config(ema: float | str | None) -> dict | None:
@@ -152,16 +152,17 @@ def _ema_config(ema: float | str | None) -> dict | None:
     return {"use_warmup": True} if ema == "warmup" else {"decay": float(ema)}
 
 
-def _stages(recipe: str, settings: DemoSettings, steps: int, size: int) -> list[dict]:
+def _stages(plan: FamilyPlan, settings: DemoSettings, steps: int, size: int) -> list[dict]:
     """Half the steps on the replaced layers (lr), half on every weight (lr / 5); LiT trains everything."""
-    first = steps // 2
-    loss = _loss(recipe, settings.task_weight)
+    first, recipe = steps // 2, plan.recipe
+    loss = _loss(plan, settings)
     stage1 = {"name": "attention", "trainable": "attention", "resolution": size, "steps": first,
               "lr": settings.lr, "loss": loss}
     stage2 = {"name": "all", "trainable": "all", "resolution": size, "steps": steps - first,
               "lr": settings.lr / 5, "loss": loss}
     if recipe == "mm_edit":
-        stage2["loss"] = {"task": 0.0, "kd": 1.0, "feature": 0.0}  # MM-EDiT stage 2: knowledge distillation only
+        # MM-EDiT stage 2: knowledge distillation only (and the guidance direction, when it is distilled)
+        stage2["loss"] = {"task": 0.0, "kd": 1.0, "feature": 0.0, "guidance": settings.guidance_kd}
     if settings.feature_inputs == "teacher":
         stage1.update(name="attention transfer", feature_inputs="teacher",
                       loss={"task": 0.0, "kd": 0.0, "feature": 1.0, "variance": 0.0})
@@ -178,7 +179,7 @@ def run_config(family: str, student: str, settings: DemoSettings, cache: str | N
     spec = {k: v for k, v in teacher.scheduler.items() if k != "class"}
     labels = teacher.conditioning == "labels"
     steps = settings.steps_for(family)
-    stages = _stages(plan.recipe, settings, steps, teacher.size)
+    stages = _stages(plan, settings, steps, teacher.size)
     dropout = teacher.caption_dropout if settings.caption_dropout is None else settings.caption_dropout
     world = {"n": settings.dataset_size, "seed": settings.seed, "kind": "class" if labels else "text"}
     if not labels:
@@ -187,7 +188,8 @@ def run_config(family: str, student: str, settings: DemoSettings, cache: str | N
         "recipe": plan.recipe,
         "seed": settings.seed,
         "model": {"teacher": {"builtin": plan.teacher}, "method": method,
-                  "convert": {**_inherit(settings.inherit, method), **plan.convert.get(method, {}), **options},
+                  "convert": {**_inherit(settings.inherit, method), **plan.convert_all,
+                              **plan.convert.get(method, {}), **options},
                   "vae": "builtin",
                   "conditioning": "labels" if labels else "builtin", "scheduler": spec},
         # One square bucket at the teacher's own size (the default multiple, 64 px, would render 64 px images).

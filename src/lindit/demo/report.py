@@ -3,7 +3,10 @@
 report.json: {"settings": {...}, "families": {FAMILY: {"teacher": ROW, METHOD: ROW, ...}}, "checks": [...]}
 with ROW = {"fid", "adherence" (fraction), "mse_to_teacher", "psnr_to_teacher" (null for the teacher),
 "latency_s" (one forward at the world's size), "latency_s_by_size", "train_steps", "train_seconds"}; the
-teacher's row adds "mse_unpaired", the chance level of agreement (its images of different prompts).
+teacher's row adds "mse_unpaired", the chance level of agreement (its images of different prompts). With
+several seeds the quality values are means over seeds and a row adds "sd" (per metric), "seeds" and
+"per_seed"; latency is the first seed's. A check is {"claim", "verdict", "reproduced", "detail", "margin",
+"noise"} (``seeds.py``).
 """
 
 from __future__ import annotations
@@ -14,18 +17,19 @@ import torch
 
 from ..io import atomic_path, write_json, write_text
 from .plan import FAMILIES
+from .seeds import SPREAD, noise, sd, verdict
 
 FAMILY_TITLES = {"pixart": "PixArt-style DiT (EDiT Table 1)", "mmdit": "SD3.5-style MM-DiT (EDiT Table 2)",
                  "dit": "Class-conditional DiT (LiT)"}
 
 
 def checks(families: dict[str, dict]) -> list[dict]:
-    """The papers' claims, each marked reproduced or not; nothing here changes a number."""
+    """The papers' claims, each with its verdict (``seeds.py``'s rule); nothing here changes a number."""
     out = []
     for family, rows in families.items():
         teacher = rows["teacher"]
-        out.append(_check(f"{family} teacher adherence >= 80%", teacher["adherence"] >= 0.8,
-                          f"{teacher['adherence']:.1%}"))
+        out.append(_check(f"{family} teacher adherence >= 80%", teacher["adherence"] - 0.8, noise(sd(teacher, "adherence")),
+                          _pct(teacher), inclusive=True))
         main = {"pixart": "edit", "mmdit": "mm_edit", "dit": "lit"}[family]
         if main in rows:
             out += _matches(main, rows[main], "the teacher's", teacher)
@@ -35,23 +39,37 @@ def checks(families: dict[str, dict]) -> list[dict]:
         for better, worse in FAMILIES[family].orderings:
             if better in rows and worse in rows:
                 b, w = rows[better], rows[worse]
-                out.append(_check(f"{better} better than {worse} (FID)", b["fid"] < w["fid"],
-                                  f"{b['fid']:.1f} vs {w['fid']:.1f}"))
-                out.append(_check(f"{better} better than {worse} (adherence)", b["adherence"] > w["adherence"],
-                                  f"{b['adherence']:.1%} vs {w['adherence']:.1%}"))
+                out.append(_check(f"{better} better than {worse} (FID)", w["fid"] - b["fid"],
+                                  noise(sd(b, "fid"), sd(w, "fid")), f"{_fid(b)} vs {_fid(w)}"))
+                out.append(_check(f"{better} better than {worse} (adherence)", b["adherence"] - w["adherence"],
+                                  noise(sd(b, "adherence"), sd(w, "adherence")), f"{_pct(b)} vs {_pct(w)}"))
     return out
 
 
 def _matches(name: str, row: dict, of: str, ref: dict) -> list[dict]:
     """The acceptance's 'as good as': classifier-FID within 10% and adherence within 3 points."""
-    return [_check(f"{name} classifier-FID within 10% of {of}", row["fid"] <= 1.1 * ref["fid"],
-                   f"{row['fid']:.1f} vs {ref['fid']:.1f}"),
-            _check(f"{name} adherence within 3 points of {of}", row["adherence"] >= ref["adherence"] - 0.03,
-                   f"{row['adherence']:.1%} vs {ref['adherence']:.1%}")]
+    ref_fid_sd = sd(ref, "fid")
+    return [_check(f"{name} classifier-FID within 10% of {of}", 1.1 * ref["fid"] - row["fid"],
+                   noise(sd(row, "fid"), None if ref_fid_sd is None else 1.1 * ref_fid_sd),
+                   f"{_fid(row)} vs {_fid(ref)}", inclusive=True),
+            _check(f"{name} adherence within 3 points of {of}", row["adherence"] - (ref["adherence"] - 0.03),
+                   noise(sd(row, "adherence"), sd(ref, "adherence")), f"{_pct(row)} vs {_pct(ref)}", inclusive=True)]
 
 
-def _check(claim: str, ok: bool, detail: str) -> dict:
-    return {"claim": claim, "reproduced": bool(ok), "detail": detail}
+def _check(claim: str, margin: float, noise_: float | None, detail: str, inclusive: bool = False) -> dict:
+    found = verdict(margin, noise_, inclusive)
+    return {"claim": claim, "verdict": found, "reproduced": found == "reproduced", "detail": detail,
+            "margin": round(margin, 6), "noise": None if noise_ is None else round(noise_, 6)}
+
+
+def _fid(row: dict) -> str:
+    spread = sd(row, "fid")
+    return f"{row['fid']:.1f}" if spread is None else f"{row['fid']:.1f} ± {spread:.1f}"
+
+
+def _pct(row: dict) -> str:
+    spread = sd(row, "adherence")
+    return f"{row['adherence']:.1%}" if spread is None else f"{row['adherence']:.1%} ± {100 * spread:.1f}"
 
 
 def write_json_report(out: Path, settings: dict, families: dict) -> dict:
@@ -71,8 +89,8 @@ def family_table(family: str, rows: dict[str, dict], sizes: list[int]) -> list[s
              f"| latency {big} px (ms) | train steps | train time (s) |", "|" + "---|" * 9]
     for name, r in rows.items():
         by_size = r.get("latency_s_by_size", {})
-        lines.append(f"| {name} | {r['fid']:.1f} | {r['adherence']:.1%} | {r['mse_to_teacher']:.4f} "
-                     f"| {_fmt(r['psnr_to_teacher'], '.1f')} | {1000 * r['latency_s']:.2f} "
+        lines.append(f"| {name} | {_fid(r)} | {_pct(r)} | {_cell(r, 'mse_to_teacher', '.4f')} "
+                     f"| {_cell(r, 'psnr_to_teacher', '.1f')} | {1000 * r['latency_s']:.2f} "
                      f"| {_fmt(by_size.get(big) and 1000 * by_size[big], '.1f')} | {r['train_steps']} "
                      f"| {r['train_seconds']:.0f} |")
     unpaired = rows["teacher"].get("mse_unpaired")
@@ -80,11 +98,31 @@ def family_table(family: str, rows: dict[str, dict], sizes: list[int]) -> list[s
     return lines + [""] + (note if unpaired is not None else [])
 
 
-def _task_words(s: dict) -> str:
-    weight = s.get("task_weight", 1.0)  # reports from before the setting used the recipes' own task loss
-    if weight == 0:
-        return "its noise-prediction (task) loss left out: the students learn from the teacher alone"
-    return f"its noise-prediction (task) loss weighted {weight:g}"
+def _cell(row: dict, key: str, spec: str) -> str:
+    spread = sd(row, key)
+    text = _fmt(row[key], spec)
+    return text if spread is None else f"{text} ± {format(spread, spec)}"
+
+
+def seed_table(rows: dict[str, dict]) -> list[str]:
+    """FID / adherence of every model at each seed."""
+    seeds = rows["teacher"]["seeds"]
+    lines = ["| model | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (1 + len(seeds)) + "|"]
+    for name, r in rows.items():
+        cells = [f"{v['fid']:.1f} / {v['adherence']:.1%}" for v in r["per_seed"]]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return lines + [""]
+
+
+def recipe_words(recipe: dict) -> str:
+    """A family's stages (trainable set, steps, lr, non-zero loss weights) and each student's convert options."""
+    stages = "; ".join(
+        f"stage \"{st['name']}\" ({'the replaced layers' if st['trainable'] == 'attention' else 'every weight'}, "
+        f"{st['steps']} steps, lr {st['lr']:g}): " + " + ".join(f"{k} {v:g}" for k, v in st["loss"].items() if v)
+        for st in recipe["stages"])
+    convert = "; ".join(f"{m}: " + (", ".join(f"{k}={v}" for k, v in opts.items()) or "the method's defaults")
+                        for m, opts in recipe["convert"].items())
+    return f"Recipe: {stages}. lindit.convert options: {convert}."
 
 
 def _steps_words(s: dict) -> str:
@@ -106,25 +144,57 @@ def _budget_words(s: dict) -> str:
     return ", ".join(words)
 
 
+def _seed_words(s: dict) -> str:
+    n = s.get("seeds", 1)
+    if n == 1:
+        return "one seed for all models"
+    return (f"{n} seeds ({s['seed']}-{s['seed'] + n - 1}): each seed distils every student again (its own data "
+            "draws, noise and order) and samples teacher and students with its own noise; every quality cell is "
+            f"the mean ± the {SPREAD}, latency is the first seed's")
+
+
+VERDICT_WORDS = ("A claim is *reproduced* when the means satisfy it by more than the noise, *not reproduced* when "
+                 "they miss it by more than the noise, and *within noise* otherwise; the noise of comparing two "
+                 "cells is sqrt(sd_a² + sd_b²), the spread of the difference of two single runs (sd: sample "
+                 "standard deviation over the seeds). \"Margin\" is how far the means are on the claim's side of "
+                 "its threshold (FID in its units, adherence in points).")
+ONE_SEED_WORDS = ("One seed: no spread was measured, so each verdict compares the two values; differences of a few "
+                  "FID or points are within what another seed moves (run `--seeds 3`).")
+
+
+def claims_table(checks: list[dict], seeds: int) -> list[str]:
+    lines = ["## Do the papers' claims reproduce here?", "", VERDICT_WORDS if seeds > 1 else ONE_SEED_WORDS, "",
+             "| claim | verdict | measured | margin | noise |", "|---|---|---|---|---|"]
+    for c in checks:
+        word = f"**{c['verdict']}**" if c["verdict"] == "not reproduced" else c["verdict"]
+        scale = 100 if "adherence" in c["claim"] else 1
+        lines.append(f"| {c['claim']} | {word} | {c['detail']} | {scale * c['margin']:+.1f} "
+                     f"| {_fmt(c['noise'] and scale * c['noise'], '.1f')} |")
+    return lines + [""]
+
+
 def write_markdown(out: Path, report: dict, command: str) -> None:
     s = report["settings"]
     sizes = [int(k) for k in s["latency_sizes"]]
     lines = ["# lindit demo report", "",
              f"Made by `{command}` in {s['total_seconds']:.0f} s on {s['machine'].get('cpu', 'this CPU')} "
              f"({s['machine'].get('torch_threads', '?')} threads). Every student was distilled from its built-in teacher with "
-             f"the family's recipe for {_steps_words(s)} ({_budget_words(s)}), {_task_words(s)}; images: "
+             f"its family's recipe (under each table) for {_steps_words(s)} ({_budget_words(s)}); images: "
              f"{s['n_eval']} held-out "
-             f"prompts per model, {s['sample_steps']} sampling steps, one seed for all models. FID is on the "
+             f"prompts per model, {s['sample_steps']} sampling steps, {_seed_words(s)}. FID is on the "
              "features of the world's shipped classifier against as many real world images (compare it only at "
              "equal image counts); adherence is the fraction of images whose detected shapes, colours and "
              "positions match the prompt; MSE and PSNR compare each student's images with the teacher's from the "
              "same noise. Latency: one transformer forward, batch 1, median of repeats, this CPU.", ""]
     for family, rows in report["families"].items():
         lines += family_table(family, rows, sizes)
+        if family in s.get("recipes", {}):
+            lines += [recipe_words(s["recipes"][family]), ""]
+        if "per_seed" in rows["teacher"]:
+            lines += ["FID / adherence per seed:", ""] + seed_table(rows)
         lines += [f"![samples]({family}_samples.png)", ""]
-    lines += ["## Do the papers' claims reproduce here?", "", "| claim | reproduced | measured |", "|---|---|---|"]
-    lines += [f"| {c['claim']} | {'yes' if c['reproduced'] else '**no**'} | {c['detail']} |" for c in report["checks"]]
-    lines += ["", "![latency](latency.png)", ""]
+    lines += claims_table(report["checks"], s.get("seeds", 1))
+    lines += ["![latency](latency.png)", ""]
     write_text(out / "report.md", "\n".join(lines))
 
 

@@ -7,37 +7,48 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from ..eval.measure import machine_info
+from ..io import atomic_dir, check_output
 from ..methods import method_variant
 from ..training.config import parse_config
 from ..world.teachers import SETTINGS_NAME, load_builtin_teacher, settings_of, teacher_dir
 from .evaluate import EvalSet, eval_set, latency, quality, sample
 from .plan import FAMILIES, DemoSettings, run_config
 from .report import latency_plot, sample_grid, write_json_report, write_markdown
+from .seeds import combine
 
 
-def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit demo") -> dict:
-    """Run the demo into ``out`` and return report.json's content."""
-    out, start = Path(out), time.perf_counter()
+def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit demo", overwrite: bool = False) -> dict:
+    """Run the demo into ``out`` and return report.json's content.
+
+    ``out`` must be new (or an empty folder) unless ``overwrite``. The demo writes into a temporary sibling
+    that replaces ``out`` at the end, so it only ever deletes what it created itself (and, when told to
+    overwrite, the old ``out``)."""
+    out, start = check_output(out, overwrite), time.perf_counter()
     for family in settings.families:  # fail before any work if a teacher is missing or a student does not fit
         teacher = load_builtin_teacher(FAMILIES[family].teacher)
         for student in settings.students:
             _check_student(family, student, teacher)
         for method in settings.methods(family):  # e.g. an unknown learning-rate schedule
             parse_config(run_config(family, method, settings))
-    out.mkdir(parents=True, exist_ok=True)
-    total = sum(1 + len(settings.methods(f)) for f in settings.families)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        return _run(settings, tmp, command, start)
+
+
+def _run(settings: DemoSettings, out: Path, command: str, start: float) -> dict:
+    total = settings.seeds * sum(1 + len(settings.methods(f)) for f in settings.families)
     bar = tqdm(total=total, desc="lindit demo", unit="model", position=0)
-    families = {family: _family(family, settings, out, bar) for family in settings.families}
+    families = {family: _seeded_family(family, settings, out, bar) for family in settings.families}
     shutil.rmtree(out / "cache", ignore_errors=True)  # the encoded worlds: tens of MB no student needs now
     bar.close()
     meta = {**asdict(settings), "steps_by_family": {f: settings.steps_for(f) for f in settings.families},
+            "recipes": {f: _recipe(f, settings) for f in settings.families},
             "total_seconds": round(time.perf_counter() - start, 1), "command": command,
             "machine": machine_info(torch.device("cpu"))}
     report = write_json_report(out, meta, families)
@@ -46,31 +57,49 @@ def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit dem
     return report
 
 
-def _family(family: str, settings: DemoSettings, out: Path, bar) -> dict[str, dict]:
+def _seeded_family(family: str, settings: DemoSettings, out: Path, bar) -> dict[str, dict]:
+    """The family's rows, each the mean and spread over the seeds (one seed: that seed's rows). With several
+    seeds, seed S's students live in OUT/seed-S/students; grids and latency come from the first seed."""
+    if settings.seeds == 1:
+        return _family(family, settings, out, bar)
+    runs = [_family(family, replace(settings, seed=s), out, bar, f"seed-{s}", first=k == 0)
+            for k, s in enumerate(settings.seed_list())]
+    return {name: combine([run[name] for run in runs], settings.seed_list()) for name in runs[0]}
+
+
+def _family(family: str, settings: DemoSettings, out: Path, bar, seed_dir: str | None = None,
+            first: bool = True) -> dict[str, dict]:
     plan, teacher_settings = FAMILIES[family], settings_of(FAMILIES[family].teacher)
     guidance = settings.guidance if settings.guidance is not None else teacher_settings.guidance
     evals = eval_set(plan.teacher, settings.n_eval, settings.eval_prompt_seed, settings.reference_seed)
     teacher = load_builtin_teacher(plan.teacher)
-    measure = lambda model, ref: _measure(plan.teacher, model, evals, ref, settings, guidance)  # noqa: E731
-    bar.set_postfix_str(f"{family}: teacher")
+    measure = lambda model, ref: _measure(plan.teacher, model, evals, ref, settings, guidance, first)  # noqa: E731
+    bar.set_postfix_str(f"{family}: teacher (seed {settings.seed})")
     teacher_images, rows = measure(teacher, None)
     recorded = json.loads((teacher_dir(plan.teacher) / SETTINGS_NAME).read_text())
     rows.update(train_steps=recorded["steps"], train_seconds=recorded["train_seconds"])
     table, grid = {"teacher": rows}, {"teacher": teacher_images}
-    _log(family, "teacher", rows)
+    _log(family, "teacher", rows, settings.seed)
     bar.update()
     bar.set_postfix_str(f"{family}: encoding the distillation images")
-    cache = _encode_world(family, settings, out / "cache" / family)
+    cache = _encode_world(family, settings, out / "cache" / "-".join(filter(None, (family, seed_dir))))
     for method in settings.methods(family):
         bar.set_postfix_str(f"{family}: distilling {method}")
-        student, seconds = _distill(family, method, settings, out, cache)
+        student, seconds = _distill(family, method, settings, out / seed_dir if seed_dir else out, cache)
         bar.set_postfix_str(f"{family}: measuring {method}")
         grid[method], table[method] = measure(student, teacher_images)
         table[method].update(train_steps=settings.steps_for(family), train_seconds=round(seconds, 1))
-        _log(family, method, table[method])
+        _log(family, method, table[method], settings.seed)
         bar.update()
-    sample_grid(out / f"{family}_samples.png", grid, [str(c) for c in _titles(family, evals)])
+    if first:
+        sample_grid(out / f"{family}_samples.png", grid, [str(c) for c in _titles(family, evals)])
     return table
+
+
+def _recipe(family: str, settings: DemoSettings) -> dict:
+    """What the report states of a family's recipe: its stages and every student's convert options."""
+    configs = {m: run_config(family, m, settings) for m in settings.methods(family)}
+    return {"stages": next(iter(configs.values()))["stages"], "convert": {m: c["model"]["convert"] for m, c in configs.items()}}
 
 
 def _encode_world(family: str, settings: DemoSettings, folder: Path) -> str:
@@ -87,9 +116,11 @@ def _encode_world(family: str, settings: DemoSettings, folder: Path) -> str:
 
 def _check_student(family: str, student: str, teacher) -> None:
     from ..integrations.diffusers import convert
+    from ..methods import check_options
 
     name, options = method_variant(student)
     try:
+        check_options(name, options)
         convert(teacher, name, **options)
     except (ValueError, TypeError) as e:
         raise ValueError(f"student {student!r} does not fit the {family} family: {e}") from None
@@ -103,9 +134,12 @@ def _titles(family: str, evals: EvalSet) -> list:
     return [ShapesClassDataset.class_names[c] for c in evals.conditions]
 
 
-def _measure(teacher: str, model, evals: EvalSet, teacher_images, settings: DemoSettings, guidance: float):
+def _measure(teacher: str, model, evals: EvalSet, teacher_images, settings: DemoSettings, guidance: float,
+             timed: bool = True):
     images = sample(teacher, model, evals, settings.sample_steps, guidance, settings.seed)
     row = quality(images, evals, teacher_images)
+    if not timed:  # a later seed: latency does not depend on it
+        return images, row
     by_size = latency(teacher, model, settings.latency_sizes)
     row.update(latency_s=round(by_size[settings.latency_sizes[0]], 6),
                latency_s_by_size={str(k): round(v, 6) for k, v in by_size.items()})
@@ -123,7 +157,8 @@ def _distill(family: str, method: str, settings: DemoSettings, out: Path, cache:
     return load(folder / "ema" if settings.ema is not None else folder), time.perf_counter() - start
 
 
-def _log(family: str, name: str, row: dict) -> None:
+def _log(family: str, name: str, row: dict, seed: int) -> None:
     psnr = "" if row["psnr_to_teacher"] is None else f", PSNR {row['psnr_to_teacher']:.1f} dB"
-    tqdm.write(f"{family:>6} {name:<20} FID {row['fid']:8.1f}, adherence {row['adherence']:6.1%}{psnr}, "
-               f"{1000 * row['latency_s']:.2f} ms/forward")
+    timing = f", {1000 * row['latency_s']:.2f} ms/forward" if "latency_s" in row else ""
+    tqdm.write(f"{family:>6} {name:<20} seed {seed}: FID {row['fid']:8.1f}, adherence {row['adherence']:6.1%}"
+               f"{psnr}{timing}")

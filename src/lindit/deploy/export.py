@@ -1,10 +1,10 @@
 """Export a transformer to ONNX or torch.export at a fixed token grid, then check it against eager PyTorch.
 
-A converted model gets its token grid from a forward pre-hook (``model.lindit_grid``). Exporters trace
-Python, so the hook runs during tracing and the grid of the example latent becomes a constant of the
+A converted model reads its token grid from the latent in its forward (``model.lindit_grid``). Exporters
+trace Python, so that runs during tracing and the grid of the example latent becomes a constant of the
 graph: an exported model serves exactly the (height, width) it was exported at. ``ExportWrapper`` gives
 the exporters what they need (positional tensors in, one tensor out) and calls the model normally, so
-the hook and every adapter see the same grid as in eager mode.
+every lindit layer sees the same grid as in eager mode.
 
 The check runs the *saved file* (onnxruntime on CPU, or ``torch.export.load``) on inputs drawn with a
 different seed than the tracing ones (a value baked into the graph would show) and requires
@@ -86,7 +86,7 @@ class ExportWrapper(nn.Module):
 
     def forward(self, *tensors):
         kwargs = dict(zip(self.names, tensors))
-        return self.model(**kwargs, **self.extra, return_dict=False)[0]  # the grid hook runs here
+        return self.model(**kwargs, **self.extra, return_dict=False)[0]  # the grid is read here
 
 
 @dataclass

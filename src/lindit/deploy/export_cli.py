@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from ..cli import out_path, positive_int
 from .export import FORMATS
 
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2"}
@@ -17,16 +17,17 @@ def add_parser(subparsers) -> None:
     src.add_argument("--preset", help="a published size with random weights (pixart-sigma, sd35-medium, dit-xl-2)")
     p.add_argument("--method", default="teacher",
                    help="with --preset: teacher or a lindit method (edit, mm_edit, lit ...)")
-    p.add_argument("--blocks", type=int, default=None, help="with --preset: keep the first K blocks")
+    p.add_argument("--blocks", type=positive_int, default=None, help="with --preset: keep the first K blocks")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--height", type=int, required=True, help="image height in px")
-    p.add_argument("--width", type=int, required=True, help="image width in px")
-    p.add_argument("--out", type=Path, required=True, help="output file (.onnx or .pt2)")
-    p.add_argument("--vae-factor", type=int, default=8, help="pixels per latent pixel (8 for all three families)")
-    p.add_argument("--prompt-tokens", type=int, default=None, help="prompt length baked into the graph "
+    p.add_argument("--height", type=positive_int, required=True, help="image height in px")
+    p.add_argument("--width", type=positive_int, required=True, help="image width in px")
+    p.add_argument("--out", type=out_path, required=True, help="output file (.onnx or .pt2)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--vae-factor", type=positive_int, default=8, help="pixels per latent pixel (8 for all three families)")
+    p.add_argument("--prompt-tokens", type=positive_int, default=None, help="prompt length baked into the graph "
                    "(default: PixArt 300, SD3 333)")
     p.add_argument("--bench", action="store_true", help="time eager PyTorch against the exported runtime")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per side with --bench (median)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per side with --bench (median)")
     p.set_defaults(func=run)
 
 
@@ -52,14 +53,17 @@ def _model(args):
 
 
 def run(args) -> int:
-    from .export import check_exportable, export_model
+    from .export import check_exportable
+
+    from ..io import check_output
 
     if args.out.suffix != SUFFIXES[args.format]:
         raise ValueError(f"--out for {args.format} must end in {SUFFIXES[args.format]}, got {args.out.name}")
+    check_output(args.out, args.overwrite, folder=False)
     model = _model(args)
     check_exportable(model, args.format)
     latent = _latent_hw(args, int(model.config.patch_size))
-    result = export_model(model, args.format, args.out, latent, args.prompt_tokens)
+    result = _export(model, args, latent)
     print(f"wrote {args.out} ({args.height}x{args.width} px, latent {latent[0]}x{latent[1]}, grid fixed)")
     print(result.summary())
     report = result.as_dict() | {"tolerance": result.tolerance}
@@ -67,6 +71,20 @@ def run(args) -> int:
         report |= _bench(model, args, latent)
     print("export: " + json.dumps(report))
     return 0 if result.passed else 1
+
+
+def _export(model, args, latent):
+    """export_model, removing what it wrote if the export or its check fails (nothing broken is left)."""
+    from .export import export_model
+
+    data = args.out.with_name(args.out.name + ".data")  # large ONNX models keep their weights beside the graph
+    existed = {p for p in (args.out, data) if p.exists()}
+    try:
+        return export_model(model, args.format, args.out, latent, args.prompt_tokens)
+    except BaseException:
+        for path in {args.out, data} - existed:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _bench(model, args, latent) -> dict:

@@ -6,7 +6,7 @@
     small = lindit.load("edit-int8")         # quantized modules rebuilt, then a strict load
 
 A quantized model records what was done in ``model.lindit_quantization`` (scheme, backend, the exact
-layers); ``lindit.save`` writes it into ``lindit.json`` and ``lindit.load`` rebuilds from it.
+layers); ``lindit.save`` writes it into the config (``lindit_quantized``) and ``lindit.load`` rebuilds from it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def quantize(model: nn.Module, scheme: str, *, device: str | torch.device | None
     if getattr(model, "lindit_quantization", None):
         raise ValueError(f"model is already quantized ({model.lindit_quantization['scheme']}); "
                          "quantize the float model")
-    target = torch.device(device) if device is not None else _device_of(model)
+    from ..eval.measure import parse_device, resolve_device
+
+    target = parse_device(device) if device is not None else _device_of(model)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     chosen = choose_backend(sch, target, backend,
                             lambda b: BACKENDS[b].available() and (b, sch.name, dtype) not in UNSAFE)
@@ -52,6 +54,7 @@ def quantize(model: nn.Module, scheme: str, *, device: str | torch.device | None
         raise ValueError(f"group_size must be an even number >= 2, got {group_size}")
     if (chosen, sch.name, dtype) in UNSAFE:  # asked for by name
         raise ValueError(UNSAFE[chosen, sch.name, dtype])
+    resolve_device(str(target))  # the model moves there: it must be present
     model = model if inplace else copy.deepcopy(model)
     model = model.to(target)
     names = quantizable_linears(model, sch.bits, group_size)
@@ -86,8 +89,8 @@ def quantized_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def restore_quantized(model: nn.Module, meta: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Make ``model`` (parameters on meta, built from the plan) quantized like the saved one; return the
-    state to load into it strictly. Called by ``lindit.load`` for folders whose lindit.json has
-    a ``quantization`` entry."""
+    state to load into it strictly. Called by ``lindit.load`` for folders whose config records
+    ``lindit_quantized``."""
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"unsupported quantization format {meta.get('format_version')}; "
                          f"this lindit reads {FORMAT_VERSION}")
@@ -102,7 +105,7 @@ def restore_quantized(model: nn.Module, meta: dict, state: dict[str, torch.Tenso
     linears = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     unknown = [name for name in meta["layers"] if name not in linears]
     if unknown:
-        raise ValueError(f"lindit.json lists quantized layers the model has no Linear for: {', '.join(unknown[:3])}")
+        raise ValueError(f"the saved quantization lists layers the model has no Linear for: {', '.join(unknown[:3])}")
     for name in meta["layers"]:
         model.get_submodule(name).to(dtype)
     backend.skeleton(model, meta["layers"], scheme, meta["group_size"])

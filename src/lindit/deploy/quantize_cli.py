@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..cli import out_path, positive_int
 from .schemes import SCHEMES, supported
 
 
@@ -12,26 +13,28 @@ def add_parser(subparsers) -> None:
                               description=f"Quantize the Linear layers of a lindit model. Supported: {supported()}.")
     p.add_argument("--model", required=True, help="folder written by lindit.save (lindit convert / distill)")
     p.add_argument("--scheme", required=True, metavar="SCHEME", help=f"one of: {', '.join(SCHEMES)}")
-    p.add_argument("--out", type=Path, required=True, help="output folder (written whole or not at all)")
+    p.add_argument("--out", type=out_path, required=True, help="output folder (written whole or not at all)")
     p.add_argument("--backend", default=None, help="torchao or torch.ao (default: torchao where it supports "
                    "the scheme on the device)")
-    p.add_argument("--group-size", type=int, default=32, help="int4-weight: weights per scale (default 32)")
+    p.add_argument("--group-size", type=positive_int, default=32, help="int4-weight: weights per scale (default 32)")
     p.add_argument("--device", default="cpu", help="device the quantized model will run on (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..eval.measure import parse_device
     from ..integrations.diffusers import is_lindit_dir, load, save
+    from ..io import check_output
     from .quantize import quantize
 
     if args.scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {args.scheme!r}; supported: {supported()}")
     if not is_lindit_dir(args.model):
-        raise ValueError(f"--model {args.model} is not a lindit folder (no lindit.json); convert the teacher with "
+        raise ValueError(f"--model {args.model} is not a lindit student folder; convert the teacher with "
                          "lindit convert first")
-    if args.out.exists() and not args.overwrite:
-        raise ValueError(f"--out {args.out} already exists; pass --overwrite to replace it")
+    check_output(args.out, args.overwrite)
+    parse_device(args.device)
     model = quantize(load(args.model), args.scheme, device=args.device, backend=args.backend,
                      group_size=args.group_size, inplace=True)
     save(model, args.out, overwrite=args.overwrite)

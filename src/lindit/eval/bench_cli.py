@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import positive_float, positive_int
 from ..io import write_json, write_text
 from . import bench_attention as ba
 from .bench_device import dtype_name
@@ -25,7 +26,7 @@ def add_parser(subparsers) -> None:
     model.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
     model.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods ('teacher' = unconverted); "
                        "NAME:KEY=VALUE[,KEY=VALUE] times a variant with lindit.convert options, e.g. edit:cf_reduction=8")
-    model.add_argument("--resolutions", nargs="+", type=int, help=f"square sizes in px (default {FULL_RES})")
+    model.add_argument("--resolutions", nargs="+", type=positive_int, help=f"square sizes in px (default {FULL_RES})")
     model.add_argument("--non-square", default=None, metavar="HxW",
                        help=f"one non-square bucket in px (default {NON_SQUARE}; 'none' to skip)")
     model.add_argument("--layers", default="1", help="'1': time one block of each type and estimate the full "
@@ -38,20 +39,20 @@ def add_parser(subparsers) -> None:
     par.add_argument("--preset", default="pixart-sigma", choices=list(PRESETS))
     par.add_argument("--method", default="edit")
     par.add_argument("--size", default="2048x2048", metavar="HxW", help="px")
-    par.add_argument("--processes", type=int, nargs="+", default=[1, 2])
-    par.add_argument("--blocks", type=int, default=2, help="blocks in the timed model")
+    par.add_argument("--processes", type=positive_int, nargs="+", default=[1, 2])
+    par.add_argument("--blocks", type=positive_int, default=2, help="blocks in the timed model")
     par.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    par.add_argument("--repeats", type=int, default=3)
+    par.add_argument("--repeats", type=positive_int, default=3)
     par.add_argument("--out", type=Path, default=Path("bench-output"))
     par.set_defaults(func=run_parallel)
     att = kinds.add_parser("attention", help="one attention layer per mechanism against token count")
     _common(att)
     att.add_argument("--mechanisms", nargs="+", choices=list(ba.mechanisms()), metavar="NAME",
                      help=f"default: all ({', '.join(ba.mechanisms())}); --quick: {', '.join(ba.QUICK_MECHANISMS)}")
-    att.add_argument("--tokens", nargs="+", type=int, help=f"square token counts (default {ba.FULL_TOKENS})")
-    att.add_argument("--dim", type=int, default=1152, help="channels (PixArt-Sigma: 1152)")
-    att.add_argument("--heads", type=int, default=16, help="heads (PixArt-Sigma: 16)")
-    att.add_argument("--prompt-tokens", type=int, default=300, help="prompt tokens for joint mechanisms")
+    att.add_argument("--tokens", nargs="+", type=positive_int, help=f"square token counts (default {ba.FULL_TOKENS})")
+    att.add_argument("--dim", type=positive_int, default=1152, help="channels (PixArt-Sigma: 1152)")
+    att.add_argument("--heads", type=positive_int, default=16, help="heads (PixArt-Sigma: 16)")
+    att.add_argument("--prompt-tokens", type=positive_int, default=300, help="prompt tokens for joint mechanisms")
     att.set_defaults(func=run_attention)
     from .bench_hybrid import add_parser as add_hybrid
     from .bench_paired import add_parser as add_paired
@@ -74,8 +75,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="float32", choices=["float32", "none"],
                    help="the dtype every other one is compared with (default float32; none: only --dtype)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--max-seconds", type=float, default=None, help="skip cells predicted to take longer")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per cell (median reported)")
+    p.add_argument("--max-seconds", type=positive_float, default=None, help="skip cells predicted to take longer")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed runs per cell (median reported)")
     p.add_argument("--out", type=Path, default=Path("bench-output"), help="directory for the JSON and markdown")
 
 

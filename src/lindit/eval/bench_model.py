@@ -88,8 +88,8 @@ def block_types(model: nn.Module) -> list[str]:
 def one_block_model(full: nn.Module, index: int, device, dtype) -> nn.Module:
     """A copy of ``full`` keeping only block ``index``, materialised on ``device`` (device None: left on meta).
 
-    The copy is taken of the whole model with its block list swapped, so the block's adapters and the
-    model's grid hook are copied together and stay connected.
+    The copy is taken of the whole model with its block list swapped, so the block's lindit layers and the
+    model's token grid are copied together and stay connected.
     """
     blocks = full.transformer_blocks
     full.transformer_blocks = nn.ModuleList([blocks[index]])

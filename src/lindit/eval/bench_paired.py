@@ -206,6 +206,7 @@ def paired_markdown(preset: Preset, results: list[PairedMethod], height_px: int,
 def add_parser(kinds) -> None:
     from pathlib import Path
 
+    from ..cli import positive_int
     from .presets import PRESETS
 
     p = kinds.add_parser("paired", help="teacher / method block-latency ratios from interleaved rounds",
@@ -214,7 +215,7 @@ def add_parser(kinds) -> None:
     p.add_argument("--methods", nargs="+", default=["teacher", "edit"], metavar="NAME",
                    help="'teacher' and the methods to compare with it; NAME:KEY=VALUE[,...] times a variant")
     p.add_argument("--size", default="1024", metavar="PX|HxW", help="image size in px (default 1024)")
-    p.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    p.add_argument("--rounds", type=positive_int, default=9, help="interleaved rounds (default 9)")
     p.add_argument("--dtype", nargs="+", default=["float32"], type=dtype_name, metavar="DTYPE",
                    help="float32, bfloat16 (bf16) or float16 (fp16); several are timed in the same rounds and "
                         "compared with the first (default float32)")
@@ -244,7 +245,7 @@ def run(args) -> int:
     height, width = parse_size(args.size)
     preset = PRESETS[args.preset]
     settings = ModelSettings(device, dtypes[0])
-    with tqdm(total=args.rounds, desc="bench paired", unit="round") as bar:
+    with tqdm(total=args.rounds, desc="bench paired", unit="round", delay=1) as bar:  # no bar before a bad-input error
         results = run_rounds(preset, args.methods, height, width, args.rounds, settings, progress=bar, dtypes=dtypes,
                              compile=args.compile)
     machine = machine_info(device)

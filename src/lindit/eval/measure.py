@@ -189,9 +189,24 @@ def resolve_device(name: str | None) -> torch.device:
     """``auto`` (or None) picks CUDA when present; anything else must be a device torch accepts."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    device = parse_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} requested but MPS is not available; use --device cpu")
+    return device
+
+
+def parse_device(name: str | torch.device) -> torch.device:
+    """``name`` as a device lindit runs on (cpu, cuda, cuda:N, mps), present or not; ValueError otherwise."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r} is not supported here; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 

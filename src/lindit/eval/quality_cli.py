@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_dir, write_json
+from ..cli import finite_float, out_path, positive_int
+from ..io import atomic_dir, check_output, write_json
 from . import quality
 
 
@@ -28,17 +29,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prompts", type=Path, help="text file, one prompt per line (# comments ignored)")
     p.add_argument("--class-labels", help="DiT models: a file of class ids, one per line, or a list like 0,3,17")
     p.add_argument("--reference", type=Path, help="folder of real PNG/JPG images for the FIDs")
-    p.add_argument("--out", type=Path, required=True, help="output folder: images/ and metrics.json")
+    p.add_argument("--out", type=out_path, required=True, help="output folder: images/ and metrics.json")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--inception-weights", type=Path,
                    help="FID Inception-v3 weights (.safetensors, or torch-fidelity's .pth) for Inception FID")
     p.add_argument("--clip-model", type=Path, help="local folder of a transformers CLIPModel + CLIPProcessor")
-    p.add_argument("--height", type=int, default=None, help="px (default: the model's trained size)")
-    p.add_argument("--width", type=int, default=None, help="px (default: the model's trained size)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=4.5)
+    p.add_argument("--height", type=positive_int, default=None, help="px (default: the model's trained size)")
+    p.add_argument("--width", type=positive_int, default=None, help="px (default: the model's trained size)")
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--guidance", type=finite_float, default=4.5)
     p.add_argument("--seed", type=int, default=0, help="pipeline call b uses seed + b")
-    p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call and per metric batch")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per pipeline call and per metric batch")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
@@ -138,12 +139,11 @@ def run(args) -> int:
     from .measure import resolve_device, resolve_dtype
 
     conditions = _conditions(args)
-    if args.out.exists() and not args.overwrite:
-        raise ValueError(f"--out {args.out} already exists; choose another folder or pass --overwrite")
+    check_output(args.out, args.overwrite)
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    inputs = _metric_inputs(args)
     device = resolve_device(args.device)
+    inputs = _metric_inputs(args)
     pipe = pipeline(args.model, base=args.base, dtype=resolve_dtype(args.dtype), device=device)
     size = (args.height or quality.trained_size(pipe), args.width or quality.trained_size(pipe))
     _check_request(pipe, conditions, size, args)

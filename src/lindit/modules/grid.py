@@ -47,3 +47,21 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, N, d) -> (B, N, H*d)."""
     b, h, n, d = x.shape
     return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+class OnGrid:
+    """Mixin of layers that work on the token grid.
+
+    Called directly, a layer takes its grid: ``layer(x, (h, w))``. Inside a converted diffusers model the
+    blocks call it with diffusers' attention signature and no grid; then ``grid_source`` (the model's
+    ``TokenGrid``, set at conversion) supplies the grid of the forward in progress.
+    """
+
+    grid_source = None
+
+    def resolve_grid(self, grid: Grid | None) -> Grid:
+        if grid is not None:
+            return grid
+        if self.grid_source is None:
+            raise ValueError(f"{type(self).__name__} needs the token grid: call it as layer(x, (h, w))")
+        return self.grid_source.current()

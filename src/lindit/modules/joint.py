@@ -29,10 +29,10 @@ from torch import nn
 
 from ..functional import (DEFAULT_NORMALISER, hybrid_attention, joint_prompt_attention, linear_attention_apply,
                           linear_attention_state, softmax_attention)
-from .attention import _check_heads, _check_kv_maps, qk_norm_layer
-from .grid import Grid, check_grid, merge_heads, split_heads
+from .attention import _check_heads, check_kv_maps, output_projection, qk_norm_layer
+from .grid import Grid, OnGrid, check_grid, merge_heads, split_heads
 from .shard import gather_rows, global_count, lse_combiner, state_reducer
-from .token_maps import TokenMapOptions, build_token_map, feature_map
+from .token_maps import TokenMapOptions, TokenMapsMixin, feature_map
 
 MODES = ("softmax", "hybrid", "linear")
 # Which image queries and keys the softmax pairs of hybrid mode see (the image-image term always uses phi):
@@ -43,9 +43,12 @@ MODES = ("softmax", "hybrid", "linear")
 SOFTMAX_QK = ("phi", "raw")
 
 
-class JointAttention(nn.Module):
+class JointAttention(OnGrid, TokenMapsMixin, nn.Module):
     """Image + prompt joint attention. forward(x (B, N_I, C), grid, context (B, N_P, C)) ->
-    (x_out (B, N_I, C_out), context_out (B, N_P, C_out) or None)."""
+    (x_out (B, N_I, C_out), context_out (B, N_P, C_out) or None).
+
+    Inside a converted SD3 model it takes the call of diffusers' joint ``Attention`` (``hidden_states``,
+    ``encoder_hidden_states``) and reads the grid from the model."""
 
     def __init__(
         self,
@@ -88,26 +91,27 @@ class JointAttention(nn.Module):
         # (zero at conversion, so the converted model is the paper's MM-EDiT until it trains).
         self.eta_logit_bias = nn.Parameter(torch.zeros(heads)) if eta == "learned" else None
         self.context_pre_only = context_pre_only
-        self.to_q = build_token_map(query, dim, inner_dim, bias, options)
-        self.to_k = build_token_map(key, dim, inner_dim, bias, options)
-        self.to_v = build_token_map(value, dim, inner_dim, bias, options)
-        _check_kv_maps(self.to_k, self.to_v, key, value)
-        self.add_q_proj = None if context_pre_only else build_token_map(prompt_query, context_dim, inner_dim, bias, options)
-        self.add_k_proj = build_token_map(prompt_key, context_dim, inner_dim, bias, options)
-        self.add_v_proj = build_token_map("linear", context_dim, inner_dim, bias, options)
+        for role, kind in zip("qkv", (query, key, value)):
+            self.add_token_map(role, kind, f"to_{role}", dim, inner_dim, bias, options)
+        check_kv_maps(self, key, value)
+        prompt_maps = (("k", prompt_key), ("v", "linear")) if context_pre_only else (
+            ("q", prompt_query), ("k", prompt_key), ("v", "linear"))
+        self.add_q_proj = None  # SD3's last block (context_pre_only) computes no prompt queries
+        for role, kind in prompt_maps:
+            self.add_token_map(f"added_{role}", kind, f"add_{role}_proj", context_dim, inner_dim, bias, options)
         self.phi = feature_map(phi)
         self.prompt_phi = feature_map(prompt_phi)
         head_dim = inner_dim // heads
         self.norm_q, self.norm_k = qk_norm_layer(qk_norm, head_dim), qk_norm_layer(qk_norm, head_dim)
         self.norm_added_q = None if context_pre_only else qk_norm_layer(qk_norm, head_dim)
         self.norm_added_k = qk_norm_layer(qk_norm, head_dim)
-        self.to_out = nn.Linear(inner_dim, out_dim or dim)
+        self.to_out = output_projection(inner_dim, out_dim or dim)
         self.to_add_out = None if context_pre_only else nn.Linear(inner_dim, out_dim or context_dim)
 
     def _image_qkv(self, x, grid: Grid):
-        q, _ = self.to_q(x, grid)  # (B, N_I, D)
-        k, k_grid = self.to_k(x, grid)  # (B, M_I, D)
-        v, _ = self.to_v(x, grid)  # (B, M_I, D)
+        q, _ = self.project("q", x, grid)  # (B, N_I, D)
+        k, k_grid = self.project("k", x, grid)  # (B, M_I, D)
+        v, _ = self.project("v", x, grid)  # (B, M_I, D)
         q = self.norm_q(split_heads(q, self.heads))  # (B, H, N_I, d)
         k = self.norm_k(split_heads(k, self.heads))  # (B, H, M_I, d)
         return q, k, split_heads(v, self.heads), k_grid
@@ -115,18 +119,24 @@ class JointAttention(nn.Module):
     def _prompt_qkv(self, c):
         q = None
         if self.add_q_proj is not None:
-            q = self.norm_added_q(split_heads(self.add_q_proj(c, None)[0], self.heads))  # (B, H, N_P, d)
-        k = self.norm_added_k(split_heads(self.add_k_proj(c, None)[0], self.heads))  # (B, H, N_P, d)
-        v = split_heads(self.add_v_proj(c, None)[0], self.heads)  # (B, H, N_P, d)
+            q = self.norm_added_q(split_heads(self.project("added_q", c, None)[0], self.heads))  # (B, H, N_P, d)
+        k = self.norm_added_k(split_heads(self.project("added_k", c, None)[0], self.heads))  # (B, H, N_P, d)
+        v = split_heads(self.project("added_v", c, None)[0], self.heads)  # (B, H, N_P, d)
         return q, k, v
 
-    def forward(self, x, grid: Grid, context):
+    def forward(self, hidden_states, grid: Grid | None = None, encoder_hidden_states=None, attention_mask=None,
+                **kwargs):
+        if encoder_hidden_states is None:
+            raise ValueError("a converted joint attention layer needs encoder_hidden_states (prompt tokens)")
+        if attention_mask is not None:
+            raise ValueError("attention masks are not supported by converted joint attention layers")
+        x, context, grid = hidden_states, encoder_hidden_states, self.resolve_grid(grid)
         check_grid(x, grid)
         q_i, k_i, v_i, k_grid = self._image_qkv(x, grid)
         q_p, k_p, v_p = self._prompt_qkv(context)
         attend = {"softmax": self._softmax, "hybrid": self._hybrid, "linear": self._linear}[self.mode]
         out_i, out_p = attend(q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid)
-        out_i = self.to_out(merge_heads(out_i))  # (B, N_I, C_out)
+        out_i = self.to_out[1](self.to_out[0](merge_heads(out_i)))  # (B, N_I, C_out)
         if self.to_add_out is None:
             return out_i, None
         return out_i, self.to_add_out(merge_heads(out_p))  # (B, N_P, C_out)
@@ -147,7 +157,7 @@ class JointAttention(nn.Module):
         sq, sk = (fq, fk) if self.softmax_qk == "phi" else (q_i, k_i)  # what the softmax pairs see
         out_i, _ = hybrid_attention(fq, fk, v_i, None, k_p, v_p, eta=self.eta, eps=self.eps,
                                     n_img=global_count(q_i.shape[-2], grid), reduce_state=state_reducer(k_grid),
-                                    eta_logit_bias=self.eta_logit_bias, q_img_softmax=sq)
+                                    eta_logit_bias=self.eta_logit_bias, q_img_softmax=sq, k_img_softmax=sk)
         if q_p is None:
             return out_i, None
         return out_i, joint_prompt_attention(q_p, sk, v_i, k_p, v_p, combine=lse_combiner(k_grid))  # prompt rows

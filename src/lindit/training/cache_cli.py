@@ -3,12 +3,17 @@
     lindit cache --config configs/edit-pixart-sigma.yaml --source-folder /data/ye-pop --out /data/ye-pop-cache
 
 Training then reads the shards (``data.source: {cache: /data/ye-pop-cache}``) and never runs the encoders.
-Rerunning after an interruption skips the shards already written.
+Rerunning after an interruption skips the shards already written. A cache folder holds one dataset: its
+``lindit_cache.json`` records what is encoded (source, model, buckets, shard size), and a rerun with other
+settings is refused instead of mixing old shards into new ones; the folder is locked while encoding.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from ..cli import out_path, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -16,13 +21,13 @@ def add_parser(subparsers) -> None:
                               description="Encode images (VAE latent moments) and prompts (text encoders) "
                               "into safetensors shards, one subfolder per resolution.")
     p.add_argument("--config", type=Path, required=True, help="the training recipe (model and data sections)")
-    p.add_argument("--out", type=Path, default=None, help="cache folder (default: the recipe's data.source.cache)")
+    p.add_argument("--out", type=out_path, default=None, help="cache folder (default: the recipe's data.source.cache)")
     p.add_argument("--source-folder", type=Path, default=None, help="image folder to encode (x.png + x.txt)")
     p.add_argument("--source-hf", default=None, help="Hugging Face dataset name or saved folder to encode")
-    p.add_argument("--resolution", type=int, nargs="+", default=None,
+    p.add_argument("--resolution", type=positive_int, nargs="+", default=None,
                    help="resolutions to encode (default: every stage's)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--shard-size", type=int, default=1024, help="samples per safetensors shard")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--shard-size", type=positive_int, default=1024, help="samples per safetensors shard")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (values read as YAML)")
     p.set_defaults(func=run)
@@ -45,9 +50,56 @@ def run(args) -> int:
     resolutions = args.resolution or sorted({s.resolution for s in cfg.stages})
     for res in resolutions:
         check_bucket(res, cfg.data.bucket_multiple, "--resolution")
-    for folder in encode(cfg, out, resolutions, args.batch_size, args.shard_size, args.device):
-        print(f"wrote {folder}")
+    if args.device is not None:
+        from ..eval.measure import resolve_device
+
+        resolve_device(args.device)
+    from ..io import FolderLock
+
+    existed = Path(out).exists()
+    try:
+        with FolderLock(out):
+            claim_cache(Path(out), cfg, args.shard_size)
+            for folder in encode(cfg, out, resolutions, args.batch_size, args.shard_size, args.device):
+                print(f"wrote {folder}")
+    except BaseException:
+        _forget_if_empty(Path(out), existed)
+        raise
     return 0
+
+
+def _forget_if_empty(out: Path, existed: bool) -> None:
+    """A cache that failed before its first shard (a wrong source folder) leaves nothing behind."""
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {RECORD}:
+        (out / RECORD).unlink(missing_ok=True)
+        if not existed:
+            out.rmdir()
+
+
+RECORD = "lindit_cache.json"
+
+
+def claim_cache(out: Path, cfg, shard_size: int) -> None:
+    """Record what ``out`` holds, or check that a rerun encodes the same (an interrupted run resumes)."""
+    from ..errors import UserError
+    from ..io import LOCK_NAME, write_json
+    from .run_folder import differences
+    from .schema import to_dict
+
+    model = {k: v for k, v in to_dict(cfg.model).items() if k in ("base", "teacher", "vae", "conditioning",
+                                                                   "max_sequence_length")}
+    record = {"source": to_dict(cfg.data.source), "model": model, "aspect_ratios": cfg.data.aspect_ratios,
+              "bucket_multiple": cfg.data.bucket_multiple, "shard_size": shard_size}
+    record = json.loads(json.dumps(record))  # the types a JSON round trip gives (tuples -> lists)
+    if (out / RECORD).is_file():
+        diffs = differences(json.loads((out / RECORD).read_text()), record)
+        if diffs:
+            raise UserError(f"--out {out} holds a cache of other data or settings ({'; '.join(diffs[:6])}); "
+                            "choose a new --out")
+        return
+    if any(p.name != LOCK_NAME for p in out.iterdir()):
+        raise UserError(f"--out {out} exists and is not a lindit cache folder (no {RECORD}); choose a new --out")
+    write_json(out / RECORD, record)
 
 
 def encode(cfg, out: Path, resolutions: list[int], batch_size: int = 16, shard_size: int = 1024,

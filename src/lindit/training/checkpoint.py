@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io import write_json
+from ..io import set_umask_permissions, write_json
 
 PREFIX = "checkpoint-"
 MANIFEST = "lindit_checkpoint.json"
@@ -74,9 +74,10 @@ def save_checkpoint(accelerator, root: str | Path, step: int, state: dict, ema=N
         write_json(tmp / STATE, state)
         if ema is not None:
             save_ema(ema, param_names, tmp / EMA_FILE)
+        set_umask_permissions(tmp)  # safetensors writes 0600
         write_json(tmp / MANIFEST, {"step": step, "files": _describe(tmp)})
         _replace_dir(tmp, final)
-        prune(root, keep)
+        prune(root, keep, step)
     accelerator.wait_for_everyone()
     return final
 
@@ -110,9 +111,11 @@ def _replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
-def prune(root: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` complete checkpoints, and leftovers of interrupted writes."""
-    for old in list_checkpoints(root)[:-keep]:
+def prune(root: Path, keep: int, step: int | None = None) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints up to ``step`` (the one just written), and
+    leftovers of interrupted writes. Checkpoints after ``step`` (a run resumed from an older one) are left
+    alone: the one just written is never pruned in favour of them."""
+    for old in [p for p in list_checkpoints(root) if step is None or _step_of(p) <= step][:-keep]:
         shutil.rmtree(old)
     for partial in root.glob(f".{PREFIX}*.partial"):
         if _step_of(Path(partial.name[1 : -len(".partial")])) is not None:

@@ -88,6 +88,28 @@ def build_components(cfg: RunConfig, device: torch.device) -> Components:
     return Components(cfg, teachers, student, family, objective, encoders, vae_scale)
 
 
+def check_sources(cfg: RunConfig) -> None:
+    """Every path the run will read, checked before anything is loaded: a wrong path fails at once, not after
+    the teacher has loaded. (Hub ids are checked when fetched, by ``lindit.hub``.)"""
+    from pathlib import Path
+
+    from ..hub import is_hub_id
+    from ..integrations.diffusers import is_lindit_dir
+
+    models = [("model.base", cfg.model.base), ("model.teacher", cfg.model.teacher and cfg.model.teacher.path)]
+    models += [(f"stages[{i}].teacher", s.teacher.path) for i, s in enumerate(cfg.stages)]
+    for key, path in models:
+        if path is not None and not Path(path).exists() and not is_hub_id(path):
+            raise FileNotFoundError(f"{key}: no model folder {path!r}, and it is not a hub id (owner/name)")
+    student = cfg.model.student and cfg.model.student.lindit
+    if student is not None and not is_lindit_dir(student):
+        raise FileNotFoundError(f"model.student.lindit: {student} is not a lindit student folder (its config.json names no lindit class)")
+    source = cfg.data.source
+    for key, folder in (("data.source.folder", source.folder), ("data.source.cache", source.cache)):
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{key}: {folder} does not exist")
+
+
 def scheduler_config(cfg: RunConfig) -> dict:
     """The base pipeline's scheduler config (if any) updated by ``model.scheduler``."""
     config = {}
@@ -120,7 +142,8 @@ def student_for_stage(comp: Components, stage_index: int) -> nn.Module:
 
 
 def _public(config) -> dict:
-    return {k: v for k, v in config.items() if not k.startswith("_")}
+    """The architecture part of a config (what a stage teacher and the student must share)."""
+    return {k: v for k, v in config.items() if not k.startswith(("_", "lindit_"))}
 
 
 def stage_data(comp: Components, stage: StageConfig):

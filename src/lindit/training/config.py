@@ -25,29 +25,32 @@ Recipe = Literal["edit", "mm_edit", "lit", "finetune"]
 class LossWeights:
     """Weights of the loss terms; None: the recipe's default. kd and variance compare student and teacher
     outputs (the prediction channels and, for learned-sigma models, the variance channels); feature compares
-    the outputs of every replaced attention layer."""
+    the outputs of every replaced attention layer; guidance compares the guidance direction, the prediction
+    with the prompt minus the prediction with the null prompt (every sample then runs with both)."""
 
     task: float | None = None
     kd: float | None = None
     feature: float | None = None
     variance: float | None = None
+    guidance: float | None = None
 
     def filled(self, defaults: LossWeights) -> LossWeights:
         return LossWeights(**{k: getattr(defaults, k) if v is None else v for k, v in dataclasses.asdict(self).items()})
 
     def needs_teacher(self) -> bool:
-        return any((getattr(self, k) or 0.0) > 0 for k in ("kd", "feature", "variance"))
+        return any((getattr(self, k) or 0.0) > 0 for k in ("kd", "feature", "variance", "guidance"))
 
 
 # Default loss weights per recipe. EDiT: task + KD + feature distillation "following [12, 14]" (EDiT Sec. 4);
 # LinFusion [14] weighs both distillation terms 0.5. LiT Eq. 7: lambda1 = 0.5 (L_noise), lambda2 = 0.05
 # (L_var) for ImageNet 256 (Sec. 4.1). Fine-tuning (EDiT App. C): the base model's loss alone.
 RECIPES: dict[str, LossWeights] = {
-    "edit": LossWeights(task=1.0, kd=0.5, feature=0.5, variance=0.0),
-    "mm_edit": LossWeights(task=1.0, kd=0.5, feature=0.5, variance=0.0),
-    "lit": LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05),
-    "finetune": LossWeights(task=1.0, kd=0.0, feature=0.0, variance=0.0),
+    "edit": LossWeights(task=1.0, kd=0.5, feature=0.5, variance=0.0, guidance=0.0),
+    "mm_edit": LossWeights(task=1.0, kd=0.5, feature=0.5, variance=0.0, guidance=0.0),
+    "lit": LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05, guidance=0.0),
+    "finetune": LossWeights(task=1.0, kd=0.0, feature=0.0, variance=0.0, guidance=0.0),
 }
+WEIGHTS = tuple(f.name for f in dataclasses.fields(LossWeights))
 
 
 @dataclass
@@ -75,6 +78,8 @@ class ModelSource:
     def _coerce(cls, value: Any, path: str) -> Any:
         if value == "same":
             return {"same": True}
+        if isinstance(value, str) and value.startswith("builtin:"):  # the spelling every command accepts
+            return {"builtin": value[len("builtin:"):]}
         return {"path": value} if isinstance(value, str) else value
 
     def kind(self) -> str:
@@ -83,6 +88,16 @@ class ModelSource:
         if len(set_) != 1:
             raise ValueError(f"a model source needs exactly one of path, random, builtin, lindit, same; got {set_ or 'none'}")
         return set_[0]
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA adapters on the projections of the layers lindit converted (``stages[i].trainable: lora``)."""
+
+    rank: int = 16
+    alpha: float | None = None  # default: rank (scale 1)
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
 
 
 @dataclass
@@ -98,6 +113,7 @@ class ModelConfig:
     vae: Literal["pipeline", "builtin", "none"] = "pipeline"
     conditioning: Literal["auto", "pipeline", "builtin", "labels"] = "auto"  # auto: labels for DiT, else pipeline
     max_sequence_length: int | None = None  # text tokens; default: the pipeline's (PixArt 300, SD3 256)
+    lora: LoraSettings | None = None  # adapters for LoRA training; the saved student has them merged
 
 
 @dataclass
@@ -151,7 +167,9 @@ class StageConfig:
     lr: float
     resolution: int  # pixels; buckets keep about resolution**2 pixels
     name: str = ""
-    trainable: Literal["attention", "all"] = "all"  # attention: only the layers lindit replaced
+    # attention: only the layers lindit replaced; lora: model.lora's adapters and the converted layers' own new
+    # weights (ConvFusion, Spatial Compressor, ...), their projections frozen; all: every weight
+    trainable: Literal["attention", "lora", "all"] = "all"
     teacher: ModelSource = field(default_factory=lambda: ModelSource(same=True))
     loss: LossWeights = field(default_factory=LossWeights)
     batch_size: int | None = None  # default: data.batch_size
@@ -192,6 +210,9 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     find_unused_parameters: bool = False  # DDP: set when some trainable weights get no gradient
     allow_tf32: bool = True
+    # Optimisation steps in a row whose loss or gradients are NaN/inf that are skipped (weights untouched)
+    # before the run stops as diverged; fp16's gradient scaler skips a few while it finds its scale.
+    max_nonfinite_steps: int = 10
 
 
 @dataclass
@@ -234,7 +255,7 @@ class RunConfig:
 
 def parse_config(data: dict, overrides: list[str] = ()) -> RunConfig:
     """A RunConfig from YAML data and ``key.path=value`` overrides (values read as YAML), checked."""
-    data = _deep_copy(data if data is not None else {})
+    data = _deep_copy(data if data is not None else {}, _expanded_size(data))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -274,7 +295,13 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.model.student is None and not _has_teacher(cfg):
         raise ValueError("model: nothing to convert: set model.base or model.teacher (or model.student.lindit)")
     _check_positive(cfg)
+    _check_optimizer(cfg)
     _check_averaging(cfg)
+    _check_lora(cfg)
+    if cfg.model.method is not None:
+        from ..methods import check_options
+
+        check_options(cfg.model.method, cfg.model.convert)
     return cfg
 
 
@@ -286,13 +313,13 @@ def _check_stage(stage: StageConfig, where: str) -> None:
     stage.teacher.kind()
     if stage.teacher.lindit is not None:
         raise ValueError(f"{where}.teacher: a teacher is a diffusers model, not a lindit student")
-    for key in ("task", "kd", "feature", "variance"):
+    for key in WEIGHTS:
         if getattr(stage.loss, key) < 0:
             raise ValueError(f"{where}.loss.{key}: must be >= 0")
-    if not any(getattr(stage.loss, k) > 0 for k in ("task", "kd", "feature", "variance")):
+    if not any(getattr(stage.loss, k) > 0 for k in WEIGHTS):
         raise ValueError(f"{where}.loss: every weight is zero")
     if stage.feature_inputs == "teacher":
-        others = {k: getattr(stage.loss, k) for k in ("task", "kd", "variance") if getattr(stage.loss, k) > 0}
+        others = {k: getattr(stage.loss, k) for k in WEIGHTS if k != "feature" and getattr(stage.loss, k) > 0}
         if stage.loss.feature <= 0 or others or stage.trainable != "attention":
             raise ValueError(
                 f"{where}.feature_inputs: teacher fits each replaced layer to its teacher layer, so the stage needs "
@@ -300,6 +327,11 @@ def _check_stage(stage: StageConfig, where: str) -> None:
                 f"loss.feature: {stage.loss.feature}, other loss terms: {others or 'none'}")
     if stage.steps < 1 or stage.resolution < 1 or stage.lr <= 0:
         raise ValueError(f"{where}: steps, resolution and lr must be positive")
+    if stage.lr > MAX_LR:  # AdamW's first step (lr / 0.1) would overflow float32 near 3e37
+        raise ValueError(f"{where}.lr: at most {MAX_LR:g}, got {stage.lr:g}")
+
+
+MAX_LR = 1e6
 
 
 def check_bucket(resolution: int, multiple: int, where: str) -> None:
@@ -332,6 +364,26 @@ def _check_positive(cfg: RunConfig) -> None:
         raise ValueError("data.aspect_ratios: needs at least one positive ratio")
 
 
+def _check_optimizer(cfg: RunConfig) -> None:
+    """What AdamW, clipping and the seed would refuse (or silently turn into NaN) only once training starts."""
+    opt, training = cfg.optimizer, cfg.training
+    if len(opt.betas) != 2 or not all(0.0 <= b < 1.0 for b in opt.betas):
+        raise ValueError(f"optimizer.betas: two numbers in [0, 1), got {opt.betas}")
+    if opt.eps <= 0:
+        raise ValueError(f"optimizer.eps: must be > 0 (0 divides by zero where a gradient is 0), got {opt.eps}")
+    if opt.weight_decay < 0:
+        raise ValueError(f"optimizer.weight_decay: must be >= 0, got {opt.weight_decay}")
+    if training.max_grad_norm is not None and training.max_grad_norm <= 0:
+        raise ValueError(f"training.max_grad_norm: must be > 0, or null for no clipping; got {training.max_grad_norm}")
+    checks = {"optimizer.warmup_steps": opt.warmup_steps, "training.max_nonfinite_steps": training.max_nonfinite_steps,
+              **{f"stages[{i}].warmup_steps": s.warmup_steps for i, s in enumerate(cfg.stages) if s.warmup_steps is not None}}
+    for key, value in checks.items():
+        if value < 0:
+            raise ValueError(f"{key}: must be >= 0, got {value}")
+    if not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"seed: must be in [0, 2**32), got {cfg.seed}")
+
+
 def _check_averaging(cfg: RunConfig) -> None:
     """The lr schedule and EMA, checked here: get_scheduler and EMAModel would fail only when training starts."""
     from diffusers.optimization import SchedulerType
@@ -344,12 +396,43 @@ def _check_averaging(cfg: RunConfig) -> None:
         raise ValueError(f"ema.decay: must be in (0, 1), got {cfg.ema.decay}")
 
 
+def _check_lora(cfg: RunConfig) -> None:
+    lora = cfg.model.lora
+    uses = [i for i, stage in enumerate(cfg.stages) if stage.trainable == "lora"]
+    if uses and lora is None:
+        raise ValueError(f"stages[{uses[0]}].trainable: lora needs model.lora (e.g. model.lora: {{rank: 16}})")
+    if lora is not None and (lora.rank < 1 or not lora.target_modules or lora.dropout < 0 or lora.dropout >= 1):
+        raise ValueError(f"model.lora: rank must be >= 1, target_modules non-empty and dropout in [0, 1); "
+                         f"got rank={lora.rank}, target_modules={lora.target_modules}, dropout={lora.dropout}")
+
+
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML (written beside a run, so it can be repeated exactly)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def _deep_copy(data: Any) -> Any:
+MAX_VALUES = 100_000  # a recipe has a few hundred; YAML aliases of aliases can expand to billions
+
+
+def _expanded_size(data: Any, memo: dict | None = None, path: tuple = ()) -> int:
+    """How many values ``data`` holds once YAML aliases are expanded (shared nodes counted per use), in time
+    linear in the YAML; ValueError beyond MAX_VALUES or for a node that contains itself."""
+    memo = {} if memo is None else memo
+    if not isinstance(data, (dict, list)):
+        return 1
+    if id(data) in path:
+        raise ValueError("config: a YAML alias refers to a mapping or list that contains it")
+    if id(data) not in memo:
+        children = data.values() if isinstance(data, dict) else data
+        memo[id(data)] = 1 + sum(_expanded_size(v, memo, path + (id(data),)) for v in children)
+        if memo[id(data)] > MAX_VALUES:
+            raise ValueError(f"config: its YAML aliases (*name) expand to more than {MAX_VALUES:,} values; a recipe "
+                             "needs a few hundred, so write the repeated parts out or use fewer nested aliases")
+    return memo[id(data)]
+
+
+def _deep_copy(data: Any, size: int = 0) -> Any:
+    """A copy whose aliases are separate objects (an override changes one place); ``size`` was checked."""
     if isinstance(data, dict):
         return {k: _deep_copy(v) for k, v in data.items()}
     if isinstance(data, list):

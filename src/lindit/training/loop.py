@@ -27,39 +27,46 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
 from ..integrations.diffusers import converted_layers
-from ..io import write_text
-from .checkpoint import checkpoint_root, load_checkpoint, read_state, resolve_resume, save_checkpoint
-from .components import DTYPES, Components, build_components, stage_data, student_for_stage
-from .config import RunConfig, dump_config, load_config, parse_config
+from .checkpoint import checkpoint_root, load_checkpoint, read_state, save_checkpoint
+from .components import DTYPES, Components, build_components, check_sources, stage_data, student_for_stage
+from .config import RunConfig, load_config, parse_config
+from .divergence import NonFiniteGuard, apply_stage_lr, check_finite_weights
 from .data import BatchOrder, BucketBatches, collate, drop_captions
 from .hooks import FeatureCapture, TeacherForcing
-from .losses import TERMS, feature_loss, loss_terms, total_loss
+from .losses import TERMS, feature_loss, loss_terms, total_loss, with_null_pairs
 from .metrics import MetricsLog, postfix, progress_bar, tensorboard_available
-from .models import rebuild, save_student, trainable_parameters
+from .models import merge_lora, rebuild, save_student, trainable_parameters
+from .run_folder import claim_run
+from .schema import to_dict
 
 
 def distill(config: RunConfig | dict | str | Path, out_dir: str | Path, resume: str | Path | None = None,
-            max_steps: int | None = None) -> Path:  # fmt: skip
+            max_steps: int | None = None, accept_config_changes: bool = False) -> Path:  # fmt: skip
     """Train a student as ``config`` says; the final student is saved into ``out_dir`` (``lindit.load(out_dir)``).
 
-    resume: ``"latest"`` (the newest complete checkpoint in ``out_dir/checkpoints``, or a fresh start if
-    there is none) or a checkpoint folder. max_steps: stop after this optimisation step (counted over all
-    stages), writing a checkpoint first, so a later call with ``resume="latest"`` continues.
+    out_dir belongs to this run (``run_folder``): a fresh run needs it new or empty, and it is locked while
+    the run lasts. resume: ``"latest"`` (the newest complete checkpoint in ``out_dir/checkpoints``, or a fresh
+    start if there is none) or a checkpoint folder; the config must be the run's own unless
+    ``accept_config_changes``. max_steps: stop after this optimisation step (counted over all stages),
+    writing a checkpoint first, so a later call with ``resume="latest"`` continues. A run whose loss or
+    gradients stay non-finite stops with ``TrainingDiverged`` (``training.max_nonfinite_steps``).
     """
     cfg = as_config(config)
     out_dir = Path(out_dir)
-    accelerator = make_accelerator(cfg, out_dir)
-    try:
-        set_seed(cfg.seed)  # the student's fresh attention weights are drawn here: same on every process
-        torch.backends.cuda.matmul.allow_tf32 = cfg.training.allow_tf32
-        comp = build_components(cfg, accelerator.device)
-        return Trainer(cfg, out_dir, accelerator, comp).run(resume, max_steps)
-    finally:
-        # accelerate keeps mixed precision and accumulation settings in process-wide singletons; forget
-        # them so that another distill() in this process (notebooks, tests) may use other settings. The
-        # process group (PartialState) is kept.
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
+    check_sources(cfg)
+    with claim_run(out_dir, cfg, resume, accept_config_changes) as ckpt:
+        accelerator = make_accelerator(cfg, out_dir)
+        try:
+            set_seed(cfg.seed)  # the student's fresh attention weights are drawn here: same on every process
+            torch.backends.cuda.matmul.allow_tf32 = cfg.training.allow_tf32
+            comp = build_components(cfg, accelerator.device)
+            return Trainer(cfg, out_dir, accelerator, comp).run(ckpt, max_steps)
+        finally:
+            # accelerate keeps mixed precision and accumulation settings in process-wide singletons; forget
+            # them so that another distill() in this process (notebooks, tests) may use other settings. The
+            # process group (PartialState) is kept.
+            AcceleratorState._reset_state()
+            GradientState._reset_state()
 
 
 def as_config(config) -> RunConfig:
@@ -93,23 +100,27 @@ class Trainer:
         self.cfg, self.out_dir, self.acc, self.comp = cfg, out_dir, accelerator, comp
         self.root = checkpoint_root(out_dir)
         self.global_step = 0
+        self.guard = NonFiniteGuard(cfg, self.root)
+        self.resumed_window: dict = {}
         self.param_names = [n for n, _ in comp.student.named_parameters()]
         self.ema = None
         if cfg.ema is not None:
+            # model_cls / model_config as in diffusers' training scripts: EMAModel can rebuild the student
             self.ema = EMAModel(comp.student.parameters(), decay=cfg.ema.decay,
-                                update_after_step=cfg.ema.update_after_step, use_ema_warmup=cfg.ema.use_warmup)
+                                update_after_step=cfg.ema.update_after_step, use_ema_warmup=cfg.ema.use_warmup,
+                                model_cls=type(comp.student), model_config=comp.student.config)
             self.ema.to(accelerator.device)
 
-    def run(self, resume, max_steps: int | None) -> Path:
-        ckpt = resolve_resume(self.root, resume)
+    def run(self, ckpt: Path | None, max_steps: int | None) -> Path:
+        """Train from checkpoint ``ckpt`` (None: from step 0) to the end or ``max_steps``; save the student."""
         state = read_state(ckpt) if ckpt else {"global_step": 0, "stage": 0, "stage_step": 0, "position": 0}
         self.global_step = state["global_step"]
+        self.resumed_window = state.get("log_window", {})
         if self.acc.is_main_process:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.out_dir / "run.yaml", dump_config(self.cfg))
             print(f"lindit distill: {'resuming from ' + str(ckpt) if ckpt else 'starting'} "
                   f"(step {self.global_step} of {self.cfg.total_steps()})")  # fmt: skip
-        self.metrics = MetricsLog(self.out_dir / "metrics.csv", state["global_step"] if ckpt else None) \
+        # rows after the checkpoint's step (an interrupted attempt's) are dropped: the file reads as one run
+        self.metrics = MetricsLog(self.out_dir / "metrics.csv", state["global_step"]) \
             if self.acc.is_main_process else None  # fmt: skip
         self.bar = progress_bar(self.cfg.total_steps(), self.global_step,
                                 self.acc.is_main_process and self.cfg.logging.progress_bar)
@@ -134,6 +145,7 @@ class Trainer:
         model, optimizer, scheduler = self._prepare(student, params, stage)
         if ckpt is not None:
             load_checkpoint(acc, ckpt, self.ema, self.param_names)
+            apply_stage_lr(scheduler, stage.lr)  # a resume that lowers the lr (the way back from divergence)
         data, bucket_of, null = stage_data(comp, stage)
         self.null = null if null is not None else comp.encoders.null_condition()
         batches = BucketBatches(bucket_of, stage.batch_size or self.cfg.data.batch_size, self.cfg.seed + i,
@@ -148,6 +160,8 @@ class Trainer:
                     hooks.enter_context(FeatureCapture(teacher, names, inputs=forced))] if names else None
             forcing = hooks.enter_context(TeacherForcing(student, names)) if forced else None
             loop = _StageLoop(self, i, model, student, teacher, optimizer, scheduler, params, weights, caps, forcing)
+            if ckpt is not None:
+                loop.restore_window(self.resumed_window)
             stopped = loop.run(loader, stage_step, position, max_steps)
         comp.student, self.model = acc.unwrap_model(model, keep_fp32_wrapper=False), model
         if teacher is not None and i + 1 < len(self.cfg.stages) and not self.cfg.stages[i + 1].loss.needs_teacher():
@@ -166,20 +180,32 @@ class Trainer:
         self.acc.free_memory()  # forget the previous stage's model, optimizer and scheduler
         return self.acc.prepare(student, optimizer, scheduler)
 
-    def checkpoint(self, stage: int, stage_step: int, position: int) -> None:
-        state = {"global_step": self.global_step, "stage": stage, "stage_step": stage_step, "position": position}
+    def checkpoint(self, model, stage: int, stage_step: int, position: int, window: dict) -> None:
+        """A checkpoint of finite weights (a non-finite model is never saved: ``TrainingDiverged``), with
+        what the metrics window had gathered, so that a resumed run logs exactly the rows of an
+        uninterrupted one."""
+        if self.guard.in_a_row:  # these weights just gave a non-finite loss: keep the last good checkpoint
+            return
+        check_finite_weights(self.acc, model, self.guard, stage, self.global_step)
+        state = {"global_step": self.global_step, "stage": stage, "stage_step": stage_step, "position": position,
+                 "log_window": window}
         save_checkpoint(self.acc, self.root, self.global_step, state, self.ema, self.param_names,
                         self.cfg.checkpointing.keep)  # fmt: skip
 
     def finish(self) -> Path:
         """Save the student (and its EMA) into ``out_dir``; returns ``out_dir``."""
         state = self.acc.get_state_dict(self.model)  # on every process: gathers FSDP / ZeRO-3 shards
+        check_finite_weights(self.acc, self.model, self.guard, len(self.cfg.stages) - 1, self.global_step)
         if self.acc.is_main_process:
-            student = rebuild(self.comp.student, state)
-            save_student(student, self.out_dir)
-            if self.ema is not None:  # the rebuilt student is a copy: overwrite it with the averages
-                self.ema.copy_to(student.parameters())
-                save_student(student, self.out_dir / "ema")
+            for folder, averaged in ((self.out_dir, False), (self.out_dir / "ema", True)):
+                if averaged and self.ema is None:
+                    continue
+                student = rebuild(self.comp.student, state)
+                if averaged:  # the rebuilt student is a copy: overwrite it with the averages
+                    self.ema.copy_to(student.parameters())
+                student = merge_lora(student, folder / "lora")  # LoRA training: adapters merged
+                student.lindit_recipe = to_dict(self.cfg)  # for the model card
+                save_student(student, folder)
         self.acc.wait_for_everyone()
         self.acc.end_training()
         return self.out_dir
@@ -207,9 +233,10 @@ class _StageLoop:
                 terms = self.losses(batch, step_generator(t.cfg.seed, acc.process_index, self.index, position))
                 loss = total_loss(self.weights, terms)
                 acc.backward(loss)
-                if acc.sync_gradients and t.cfg.training.max_grad_norm:
-                    acc.clip_grad_norm_(self.params, t.cfg.training.max_grad_norm)
-                self.optimizer.step()
+                t.guard.see_loss(loss)
+                finite = t.guard.check_step(acc, self.params) if acc.sync_gradients else True
+                if finite or t.guard.scaler_skips(acc):  # the fp16 scaler skips the update and lowers its scale
+                    self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             self._remember(loss, terms)
@@ -217,15 +244,16 @@ class _StageLoop:
                 continue
             t.global_step += 1
             stage_step += 1
-            if t.ema is not None:
+            t.guard.count(finite, t.global_step, self.index)  # TrainingDiverged after too many in a row
+            if t.ema is not None and finite:
                 t.ema.step(self.student.parameters())
             t.bar.update(1)
             done = stage_step >= self.stage.steps
             stop = max_steps is not None and t.global_step >= max_steps
-            if t.global_step % t.cfg.logging.every == 0 or done or stop:
+            if t.global_step % t.cfg.logging.every == 0 or done:  # rows of the uninterrupted run only
                 self.log()
             if t.global_step % t.cfg.checkpointing.every == 0 or done or stop:
-                t.checkpoint(self.index, stage_step, position)
+                t.checkpoint(self.model, self.index, stage_step, position, self.window_state())
             if done or stop:
                 return stop
         return False
@@ -237,6 +265,8 @@ class _StageLoop:
         latents = moments["mean"] + moments["std"] * torch.randn(moments["mean"].shape, generator=gen).to(device)
         cond = drop_captions(cond, self.t.null, self.t.cfg.data.caption_dropout, gen)
         noisy = comp.objective(latents, gen)
+        if self.weights["guidance"] > 0:  # each sample also with the null prompt: the guidance direction
+            noisy, cond = with_null_pairs(noisy, cond, self.t.null)
         if self.forcing is not None:
             return self.forced_losses(noisy, cond)
         s_rec, t_rec = (c.recording() for c in self.caps) if self.caps else (nullcontext({}), nullcontext({}))
@@ -272,6 +302,21 @@ class _StageLoop:
             cond = {k[len("cond.") :]: v for k, v in batch.items() if k.startswith("cond.")}
         to = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
         return to(moments), to(cond)
+
+    def window_state(self) -> dict:
+        """The metrics window of every process as plain floats (float32 values, exact in JSON)."""
+        names = list(self.window)
+        if not names:
+            return {}
+        local = torch.stack([torch.stack(self.window[n]) for n in names], 1)  # (micro, terms)
+        every = self.t.acc.gather(local.to(self.t.acc.device))  # (processes * micro, terms)
+        return {"names": names, "values": every.view(self.t.acc.num_processes, *local.shape).tolist()}
+
+    def restore_window(self, state: dict) -> None:
+        if state:
+            rows = torch.tensor(state["values"][self.t.acc.process_index], dtype=torch.float32)  # (micro, terms)
+            rows = rows.to(self.t.acc.device)
+            self.window = {name: list(rows[:, j]) for j, name in enumerate(state["names"])}
 
     def _remember(self, loss: torch.Tensor, terms: dict) -> None:
         for name, value in {"loss": loss, **terms}.items():  # tensors: no device sync until the next log

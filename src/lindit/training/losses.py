@@ -10,6 +10,10 @@ Loss terms (all MSE in float32, averaged over every element):
   kd        student prediction vs teacher prediction (EDiT's knowledge distillation, LiT's L_noise)
   variance  student vs teacher learned-variance channels (LiT's L_var; learned-sigma models only)
   feature   each replaced attention layer's output, student vs teacher, averaged over layers (EDiT)
+  guidance  the guidance direction, prediction(prompt) - prediction(null prompt), student vs teacher: the
+            part of the prediction that classifier-free guidance scales up, a few percent of the
+            prediction's energy, so kd alone leaves it far off (docs/DIAGNOSIS.md). Each sample of the
+            batch then also runs with the null prompt (``with_null_pairs``): twice the forwards per step.
 For learned-sigma models (PixArt, DiT: out_channels = 2 * in_channels) the first half of the output channels
 is the prediction and the second half the variance.
 """
@@ -24,7 +28,7 @@ from diffusers.training_utils import compute_density_for_timestep_sampling, comp
 
 from .config import NoiseConfig
 
-TERMS = ("task", "kd", "feature", "variance")
+TERMS = ("task", "kd", "feature", "variance", "guidance")
 
 
 @dataclass
@@ -82,6 +86,15 @@ def make_objective(kind: str, scheduler_config: dict, noise: NoiseConfig):
     return DDPMObjective(DDPMScheduler.from_config(scheduler_config), kind)
 
 
+def with_null_pairs(batch: NoisyBatch, cond: dict, null: dict) -> tuple[NoisyBatch, dict]:
+    """The batch twice: its samples as they are, then the same noisy samples with the null conditioning,
+    so that predictions [:B] - [B:] are the guidance direction. cond: key -> (B, ...); null: key -> (1, ...)."""
+    twice = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
+    paired = NoisyBatch(twice(batch.noisy), twice(batch.timesteps), twice(batch.target), twice(batch.weighting))
+    both = {k: torch.cat([v, null[k].to(v.device, v.dtype).expand_as(v)]) for k, v in cond.items()}
+    return paired, both
+
+
 def split_output(output: torch.Tensor, in_channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Model output (B, C_out, H, W) -> prediction (B, C_in, H, W), variance channels or None."""
     if output.shape[1] == 2 * in_channels:  # learned sigma: PixArt, DiT
@@ -123,6 +136,10 @@ def loss_terms(weights: dict[str, float], batch: NoisyBatch, s_out: torch.Tensor
             terms["variance"] = mse(s_var, t_var)
     if weights["feature"] > 0:
         terms["feature"] = feature_loss(s_feats, t_feats)
+    if weights.get("guidance", 0) > 0:  # batches from with_null_pairs: prompt half, then null half
+        t_pred = split_output(t_out, in_channels)[0]
+        b = s_pred.shape[0] // 2
+        terms["guidance"] = mse(s_pred[:b] - s_pred[b:], t_pred[:b] - t_pred[b:])
     return terms
 
 

@@ -25,12 +25,10 @@ def tensorboard_available() -> bool:
 class MetricsLog:
     """Rows of COLUMNS appended to ``path`` (main process only)."""
 
-    def __init__(self, path: str | Path, resume_step: int | None = None):
+    def __init__(self, path: str | Path, resume_step: int = 0):
         self.path = Path(path)
-        if resume_step is not None and self.path.is_file():
+        if self.path.is_file():  # rows of an interrupted attempt of this run (a new run gets a new folder)
             self._truncate_after(resume_step)
-        elif resume_step is None and self.path.is_file():
-            self.path.unlink()  # a fresh run in an old folder starts a fresh log
 
     def _truncate_after(self, step: int) -> None:
         with open(self.path, newline="") as f:

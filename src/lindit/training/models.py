@@ -17,10 +17,11 @@ from diffusers import ConfigMixin
 from torch import nn
 
 from ..integrations.diffusers import convert, converted_layers, load, save
-from ..integrations.diffusers.convert import Plan, build_structure
+from ..io import atomic_dir
 from ..integrations.diffusers.families import FAMILIES, family_of
 from ..integrations.diffusers.loading import load_teacher
-from ..integrations.diffusers.persistence import CONFIG_NAME, PLAN_NAME, WEIGHTS_NAME
+from ..integrations.diffusers.model_card import is_lindit_card
+from ..integrations.diffusers.persistence import CONFIG_NAME
 from .config import ModelConfig, ModelSource, RandomModel
 
 
@@ -106,10 +107,14 @@ def build_student(cfg: ModelConfig, teacher: nn.Module | None) -> nn.Module:
     if cfg.student is not None:
         if cfg.student.kind() != "lindit":
             raise ValueError("model.student: give a folder written by lindit.save as {lindit: PATH}")
-        return load(cfg.student.lindit).float().train()
-    if teacher is None:
+        student = load(cfg.student.lindit).float().train()
+    elif teacher is None:
         raise ValueError("model: a teacher is needed to build the student")
-    return convert(teacher, cfg.method, **cfg.convert).float().train()
+    else:
+        student = convert(teacher, cfg.method, **cfg.convert).float().train()
+    if cfg.lora is not None:
+        add_lora(student, cfg.lora)
+    return student
 
 
 def adopt_teacher_config(student: nn.Module, teacher: nn.Module) -> nn.Module:
@@ -118,23 +123,24 @@ def adopt_teacher_config(student: nn.Module, teacher: nn.Module) -> nn.Module:
     """
     if family_of(teacher) is not family_of(student):
         raise ValueError(f"stage teacher {type(teacher).__name__} is not of the student's class {type(student).__name__}")
+    config = {**teacher.config, "lindit_conversion": student.config.lindit_conversion}
     try:
-        rebuilt = rebuild(student, student.state_dict(), config=teacher.config)
+        rebuilt = rebuild(student, student.state_dict(), config=config)
     except ValueError as err:
         raise ValueError(f"the stage teacher's architecture differs from the student's: {err}") from None
     return rebuilt.train(student.training)
 
 
 def rebuild(like: nn.Module, state: dict[str, torch.Tensor], config=None) -> nn.Module:
-    """A converted model of ``like``'s class and plan (on ``config``, default its own) holding ``state``.
+    """A student of ``like``'s class (on ``config``, default its own) holding ``state``.
 
     Built on the meta device and filled by assignment, so nothing is initialised twice; also turns a
     gathered state dict (FSDP, DeepSpeed ZeRO-3) back into a plain float32 model.
     """
-    plan = Plan(**like.lindit_config)
     with init_empty_weights(include_buffers=False):  # parameters on meta; computed buffers stay real
         model = type(like).from_config(config if config is not None else like.config)
-        build_structure(model, plan)
+        for name, adapter in (getattr(like, "peft_config", None) or {}).items():
+            model.add_adapter(adapter, adapter_name=name)
     expected = model.state_dict()
     bad = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
     bad += sorted(set(state) - set(expected))
@@ -144,10 +150,50 @@ def rebuild(like: nn.Module, state: dict[str, torch.Tensor], config=None) -> nn.
     return model.float()
 
 
+LORA_ADAPTER = "lindit"  # the adapter name model.lora trains
+
+
+def add_lora(student: nn.Module, lora) -> None:
+    """PEFT LoRA adapters (``model.lora``) on the converted layers' projections named by ``target_modules``."""
+    from peft import LoraConfig
+
+    targets = [f"{name}.{t}" for name in converted_layers(student, attention_only=True) for t in lora.target_modules
+               if isinstance(_submodule(student, f"{name}.{t}"), nn.Linear)]
+    if not targets:
+        raise ValueError(f"model.lora.target_modules {lora.target_modules} name no Linear layer of the converted "
+                         "layers; use to_q, to_k, to_v, to_out.0, add_q_proj, ...")
+    student.add_adapter(LoraConfig(r=lora.rank, lora_alpha=lora.alpha or lora.rank, lora_dropout=lora.dropout,
+                                   target_modules=targets), adapter_name=LORA_ADAPTER)
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def has_lora(model: nn.Module) -> bool:
+    return LORA_ADAPTER in (getattr(model, "peft_config", None) or {})
+
+
+def merge_lora(student: nn.Module, adapter_dir: Path) -> nn.Module:
+    """Save the trained adapter to ``adapter_dir`` (diffusers' LoRA format), then merge it into the
+    projections, so the saved student is a plain one; a student without adapters is returned as it is."""
+    if not has_lora(student):
+        return student
+    with atomic_dir(adapter_dir, overwrite=True) as tmp:
+        student.save_lora_adapter(tmp, adapter_name=LORA_ADAPTER)
+    student.fuse_lora(adapter_names=[LORA_ADAPTER])
+    student.unload_lora()
+    return student
+
+
 def trainable_parameters(student: nn.Module, which: str) -> list[nn.Parameter]:
     """Set requires_grad for a stage and return the trainable parameters.
 
-    ``attention``: only the layers lindit put in (EDiT stage 1); ``all``: every weight.
+    ``attention``: only the layers lindit put in (EDiT stage 1); ``lora``: the LoRA adapters and the converted
+    layers' weights other than the adapted projections; ``all``: every weight.
     """
     if which == "all":
         student.requires_grad_(True)
@@ -155,9 +201,14 @@ def trainable_parameters(student: nn.Module, which: str) -> list[nn.Parameter]:
     student.requires_grad_(False)
     layers = converted_layers(student)
     if not layers:
-        raise ValueError("trainable: attention needs a converted student, but this model has no lindit layers")
+        raise ValueError(f"trainable: {which} needs a converted student, but this model has no lindit layers")
+    if which == "lora" and not has_lora(student):
+        raise ValueError("trainable: lora needs the adapters of model.lora")
     for layer in layers.values():
         layer.requires_grad_(True)
+        for module in layer.modules() if which == "lora" else ():
+            if hasattr(module, "base_layer"):  # a peft LoRA layer: its adapters train, its projection does not
+                module.base_layer.requires_grad_(False)
     return [p for p in student.parameters() if p.requires_grad]
 
 
@@ -172,13 +223,19 @@ def disable_label_dropout(model: nn.Module) -> None:
 def save_student(student: nn.Module, out_dir: str | Path) -> Path:
     """Save a trained student into ``out_dir`` itself (beside run.yaml, metrics.csv, checkpoints/), so that
     ``lindit.load(out_dir)`` opens it. The files are written by ``lindit.save`` into a temporary sibling and
-    moved in one by one, the plan (``lindit.json``, which marks a lindit folder) last."""
+    moved in one by one, the config (which marks a lindit folder) last."""
+    from .run_folder import clean_leftovers
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".student.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(student, tmp)
-    for name in (WEIGHTS_NAME, CONFIG_NAME, PLAN_NAME):
-        os.replace(tmp / name, out_dir / name)
-    shutil.rmtree(tmp)
+    clean_leftovers(out_dir)  # of a save that was killed; the run folder's lock is held
+    try:
+        save(student, tmp)
+        for path in sorted(tmp.iterdir(), key=lambda p: p.name == CONFIG_NAME):
+            if path.name == "README.md" and not is_lindit_card(out_dir / path.name):
+                continue  # the user's own README in the run folder stays
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

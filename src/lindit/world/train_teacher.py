@@ -25,7 +25,8 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..io import atomic_dir, write_json
+from ..cli import out_path, positive_int
+from ..io import atomic_dir, check_output, write_json
 from ..training.config import NoiseConfig
 from ..training.losses import DDPMObjective, FlowObjective, learned_range_vlb, mse, split_output
 from .teachers import BUILTIN_TEACHERS, SETTINGS_NAME, TeacherSettings, build_teacher, settings_of, teacher_dir
@@ -171,14 +172,16 @@ def add_parser(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("name", choices=[*sorted(BUILTIN_TEACHERS), "autoencoder"],
                    help="a teacher, or the world's autoencoder the teachers work in")
-    p.add_argument("--steps", type=int, help="optimisation steps (default: the teacher's recorded settings)")
-    p.add_argument("--out", type=Path, help="output folder (default: the package's shipped teacher)")
+    p.add_argument("--steps", type=positive_int, help="optimisation steps (default: the teacher's recorded settings)")
+    p.add_argument("--out", type=out_path, help="output folder (default: the package's shipped teacher)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     command = "lindit " + " ".join(shlex.quote(a) for a in args.argv)
+    if args.out is not None:
+        check_output(args.out, args.overwrite)  # before minutes of training
     if args.name == "autoencoder":
         from .autoencoder import train_autoencoder
 

@@ -1,20 +1,30 @@
-"""diffusers integration: convert PixArt / SD3 / DiT transformers, keep the grid, save and load them."""
+"""diffusers integration: convert PixArt / SD3 / DiT transformers into lindit's student classes, keep the
+grid, save and load them (locally and on the hub), and carry teacher LoRAs over."""
 
-from .adapters import FeedForwardAdapter, JointAttentionAdapter, SelfAttentionAdapter, TokenGrid, token_grid
-from .convert import Plan, convert, converted_layers, count_parameters
+from .convert import convert, convert_pipeline
 from .families import FAMILIES, family_of
 from .persistence import is_lindit_dir, load, save
 from .positions import allow_any_resolution
+from .structure import Plan, converted_layers, count_parameters
+from .students import (
+    STUDENT_CLASSES,
+    LinditDiTTransformer2DModel,
+    LinditPixArtTransformer2DModel,
+    LinditSD3Transformer2DModel,
+)
+from .token_grid import TokenGrid, token_grid
 
 __all__ = [
     "FAMILIES",
-    "FeedForwardAdapter",
-    "JointAttentionAdapter",
+    "STUDENT_CLASSES",
+    "LinditDiTTransformer2DModel",
+    "LinditPixArtTransformer2DModel",
+    "LinditSD3Transformer2DModel",
     "Plan",
-    "SelfAttentionAdapter",
     "TokenGrid",
     "allow_any_resolution",
     "convert",
+    "convert_pipeline",
     "converted_layers",
     "count_parameters",
     "family_of",
