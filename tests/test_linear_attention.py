@@ -193,11 +193,11 @@ def test_the_convention_is_a_convert_option_that_reaches_every_layer_and_persist
     from tiny_models import BUILDERS
 
     student = lindit.convert(BUILDERS[family](), method, eps="lit")
-    layers = [m.inner for m in converted_layers(student, attention_only=True).values()]
+    layers = [m for m in converted_layers(student, attention_only=True).values()]
     assert layers and all(layer.eps == "lit" for layer in layers)
     lindit.save(student, tmp_path / "s")
-    assert all(m.inner.eps == "lit" for m in converted_layers(lindit.load(tmp_path / "s"), attention_only=True).values())
+    assert all(m.eps == "lit" for m in converted_layers(lindit.load(tmp_path / "s"), attention_only=True).values())
     default = lindit.convert(BUILDERS[family](), method)
-    assert all(m.inner.eps == DEFAULT_NORMALISER for m in converted_layers(default, attention_only=True).values())
-    with pytest.raises(ValueError, match="unknown normaliser 'sanaa'"):
+    assert all(m.eps == DEFAULT_NORMALISER for m in converted_layers(default, attention_only=True).values())
+    with pytest.raises(ValueError, match="option eps='sanaa' of method .*: must be sana, lit, linfusion, lindit"):
         lindit.convert(BUILDERS[family](), method, eps="sanaa")
