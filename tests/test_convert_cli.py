@@ -15,7 +15,7 @@ def test_convert_cli_from_a_local_model_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "parameters: teacher" in out and "student" in out
     student = lindit.load(tmp_path / "student")
-    assert student.lindit_config["options"] == {"heads": 1} and student.lindit_config["inherit"] == "o"
+    assert student.lindit_config["options"] == {"heads": 1, "eps": "linfusion"} and student.lindit_config["inherit"] == "o"
     assert student.transformer_blocks[0].attn1.heads == 1
     assert forward(student, "pixart", 16, 24).shape == (2, 8, 16, 24)
 

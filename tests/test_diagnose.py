@@ -59,7 +59,7 @@ def test_student_rows_recover_the_hybrid_layers_own_output_and_eta(options):
     hybrid = next(c for c in calls["transformer_blocks.1.attn"] if c.name == "hybrid_attention")
     rows = student_rows(calls["transformer_blocks.1.attn"])
     torch.testing.assert_close(rows["image"].out, hybrid.result[0].float(), rtol=1e-4, atol=1e-6)
-    prompt_call = next(c for c in calls["transformer_blocks.1.attn"] if c.name == "softmax_attention")
+    prompt_call = next(c for c in calls["transformer_blocks.1.attn"] if c.name == "joint_prompt_attention")
     torch.testing.assert_close(rows["prompt"].out, prompt_call.result.float(), rtol=1e-4, atol=1e-6)
     if not options:
         torch.testing.assert_close(rows["image"].eta, torch.full_like(rows["image"].eta, 12 / (12 + 5)))  # N_I / (N_I + N_P)
@@ -123,7 +123,7 @@ def test_diagnose_command_writes_its_report_and_refuses_bad_input_before_work(tm
             "--layers", "1", "--n", "16", "--out", str(out)]
     assert main(argv) == 0
     report = json.loads((out / "diagnosis.json").read_text())
-    assert report["plan"]["layers"] == [1] and report["plan"]["options"] == {"heads": 2}
+    assert report["plan"]["layers"] == [1] and report["plan"]["options"] == {"heads": 2, "eps": "linfusion"}
     assert list(report["fresh"]["layers"]) == ["transformer_blocks.1.attn1"]
     assert "| transformer_blocks.1.attn1 |" in (out / "diagnosis.md").read_text()
     capsys.readouterr()

@@ -29,18 +29,18 @@ LOSSES = "tests/training/test_loss_terms.py"
 
 SLIPS = [
     # --- functional: EDiT Eq. (1), (3), (7) ---
-    Slip("linear-no-normaliser", "functional.py", "return num / (den + eps / count)", "return num",
+    Slip("linear-no-normaliser", "functional.py", "out = num / x.to(q.dtype)  # (B, H, N, dv)", "out = num.to(q.dtype)  # (B, H, N, dv)",
          "Eq. 3 without its denominator (numerator over the key count only)", (FUNC, REF)),
-    Slip("softmax-scale-inverted", "functional.py", "scale = q.shape[-1] ** -0.5 if", "scale = q.shape[-1] ** 0.5 if",
+    Slip("softmax-scale-inverted", "functional.py", "** -0.5 if scale is None else scale\n    return _SoftmaxWithLSE", "** 0.5 if scale is None else scale\n    return _SoftmaxWithLSE",
          "softmax logits scaled by sqrt(d) instead of 1/sqrt(d) (hybrid's prompt block, eta^Lin)", (FUNC, REF)),
     Slip("eta-swapped", "functional.py", "return n_img / (n_img + n_txt)", "return n_txt / (n_img + n_txt)",
          "eta = N_P / (N_I + N_P) instead of N_I / (N_I + N_P)", (FUNC, REF)),
-    Slip("hybrid-weights-swapped", "functional.py", "w * out_ii + (1 - w) * out_ip.float()",
-         "(1 - w) * out_ii + w * out_ip.float()", "Eq. 7: eta weighs the image-prompt term, 1 - eta the linear one",
+    Slip("hybrid-weights-swapped", "functional.py", "torch.lerp(out_ip.to(dtype), out_ii.to(dtype), w)",
+         "torch.lerp(out_ii.to(dtype), out_ip.to(dtype), w)", "Eq. 7: eta weighs the image-prompt term, 1 - eta the linear one",
          (FUNC, REF)),
-    Slip("eta-exact-inverted", "functional.py", "torch.sigmoid(log_s_ii - lse_ip)", "torch.sigmoid(lse_ip - log_s_ii)",
+    Slip("eta-exact-inverted", "functional.py", "torch.sigmoid(log_s_ii - lse_ip)  # (B, H, N_I, 1)", "torch.sigmoid(lse_ip - log_s_ii)  # (B, H, N_I, 1)",
          "eta^Lin = S_P / (S_I + S_P)", (FUNC, REF)),
-    Slip("eta-exact-mean-not-sum", "functional.py", ")) + math.log(count)", "))",
+    Slip("eta-exact-mean-not-sum", "functional.py", ") + torch.log(scale * max(count, 1))", ") + torch.log(scale)",
          "eta^Lin's linear normaliser as the mean over keys instead of the sum", (FUNC, REF)),
     # --- modules: the layers ---
     Slip("relu-on-v", "modules/attention.py", "linear_attention(q, k, split_heads(v, self.heads), self.eps",
@@ -98,7 +98,7 @@ SLIPS = [
          "n_img=global_count(k_i.shape[-2], k_grid)", "MM-EDiT's eta counting compressed keys, not image tokens",
          (REF, MODULES)),
     Slip("mm-edit-prompt-rows-prompt-only", "modules/joint.py",
-         "softmax_attention(q_p, *self._all_keys(sk, v_i, k_p, v_p, k_grid))", "softmax_attention(q_p, k_p, v_p)",
+         "joint_prompt_attention(q_p, sk, v_i, k_p, v_p, combine=lse_combiner(k_grid))", "softmax_attention(q_p, k_p, v_p)",
          "Eq. 7's prompt rows attending to prompt keys only", (REF,)),
     Slip("softmax-qk-swapped", "modules/joint.py", 'sq, sk = (fq, fk) if self.softmax_qk == "phi" else (q_i, k_i)',
          'sq, sk = (q_i, k_i) if self.softmax_qk == "phi" else (fq, fk)',
@@ -159,6 +159,6 @@ SLIPS = [
     Slip("loop-teacher-is-student", "training/loop.py", "comp.in_channels, t_out, s_feats, t_feats)",
          "comp.in_channels, out.detach(), s_feats, t_feats)", "the step's KD compares the student with itself",
          (LOSSES,)),
-    Slip("lit-lambdas-swapped", "training/config.py", 'LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05)',
-         'LossWeights(task=1.0, kd=0.05, feature=0.0, variance=0.5)', "LiT's lambda1 and lambda2 swapped", (LOSSES,)),
+    Slip("lit-lambdas-swapped", "training/config.py", 'LossWeights(task=1.0, kd=0.5, feature=0.0, variance=0.05, guidance=0.0)',
+         'LossWeights(task=1.0, kd=0.05, feature=0.0, variance=0.5, guidance=0.0)', "LiT's lambda1 and lambda2 swapped", (LOSSES,)),
 ]

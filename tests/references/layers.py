@@ -121,7 +121,7 @@ class SelfSpec:
     kv_factor: int = 1  # PixArt-Sigma's KV compression (softmax attention)
 
 
-def self_attention(p: Params, spec: SelfSpec, x, grid, n_heads: int, opt: MapOptions, eps: float = 1e-6):
+def self_attention(p: Params, spec: SelfSpec, x, grid, n_heads: int, opt: MapOptions, eps="lindit"):
     """Image self-attention -> (B, N, C_out)."""
     q, _ = token_map(p, spec.q, "q", "to_q", x, grid, opt)
     k, k_grid = token_map(p, spec.k, "k", "to_k", x, grid, opt)
@@ -182,7 +182,7 @@ def _eta(p: Params, spec: JointSpec, q_feat, k_feat, q_soft, k_p, n_img: int):
     return float(spec.eta)
 
 
-def joint_attention(p: Params, spec: JointSpec, x, grid, c, n_heads: int, opt: MapOptions, eps: float = 1e-6):
+def joint_attention(p: Params, spec: JointSpec, x, grid, c, n_heads: int, opt: MapOptions, eps="lindit"):
     """Image tokens x (B, N_I, C) on grid, prompt tokens c (B, N_P, C) -> (x_out, c_out or None)."""
     q, _ = token_map(p, spec.q, "q", "to_q", x, grid, opt)
     k, _ = token_map(p, spec.k, "k", "to_k", x, grid, opt)

@@ -127,14 +127,21 @@ def similarity_linear(q, k):
     return torch.einsum("bhnd,bhmd->bhnm", q, k)
 
 
-def linear_attention(q, k, v, eps: float):
-    """EDiT Eq. (2) with sim = phi(q).phi(k): y_i = sum_j s_ij v_j / (sum_j s_ij + eps), the full matrix.
+def linear_attention(q, k, v, eps="lindit"):
+    """EDiT Eq. (2) with sim = phi(q).phi(k), the full N x M matrix, guarded as the layer under test guards
+    its denominator (its convention, ``lindit.functional.NORMALISERS``; a float is added to the sum):
 
-    ``eps`` is the normaliser's guard as the layer under test adds it to the sum (its own convention);
-    at the scales these tests use it changes nothing measurable.
+        y_i = (sum_j s_ij v_j / Z) / (sum_j s_ij / Z + eps),  s_ij = (phi(q_i) + e) . (phi(k_j) + e)
+
+    with Z = 1 (eps on the sum: SANA, lindit) or Z = M (eps on the mean: LinFusion, LiT) and e LiT's
+    per-feature epsilon (0 elsewhere).
     """
-    s = similarity_linear(q, k)  # (B, H, N, M)
-    return torch.einsum("bhnm,bhmd->bhnd", s, v) / (s.sum(-1, keepdim=True) + eps)
+    from lindit.functional import normaliser  # the conventions' constants only
+
+    conv = normaliser(eps)
+    s = similarity_linear(q + conv.feature_eps, k + conv.feature_eps)  # (B, H, N, M)
+    z = k.shape[-2] if conv.over == "mean" else 1
+    return (torch.einsum("bhnm,bhmd->bhnd", s, v) / z) / (s.sum(-1, keepdim=True) / z + conv.eps)
 
 
 def softmax_scores(q, k, scale: float | None = None):

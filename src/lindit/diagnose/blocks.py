@@ -90,17 +90,15 @@ def student_rows(calls: list[Call]) -> dict[str, Rows] | None:
 
 def _prompt_rows(hybrid: Call, calls: list[Call]) -> Rows | None:
     """Prompt queries attend by softmax over [image keys; prompt keys]: inside the hybrid call, or in the
-    layer's own softmax call over that many keys (None for a context-pre-only block, which has none)."""
+    layer's own ``joint_prompt_attention`` call (None for a context-pre-only block, which has none)."""
     a = hybrid.args
-    n_img, n_txt = a["k_img"].shape[-2], a["k_txt"].shape[-2]
-    if a["q_txt"] is not None:
-        keys = torch.cat([a["k_img"].to(a["k_txt"].dtype), a["k_txt"]], dim=-2)
-        values = torch.cat([a["v_img"].to(a["v_txt"].dtype), a["v_txt"]], dim=-2)
-        return split_softmax(a["q_txt"], keys, values, n_img, a["scale"])
-    for c in calls:
-        if c.name == "softmax_attention" and c.args["k"].shape[-2] == n_img + n_txt:
-            return split_softmax(c.args["q"], c.args["k"], c.args["v"], n_img, c.args["scale"])
-    return None
+    if a["q_txt"] is None:
+        a = next((c.args for c in calls if c.name == "joint_prompt_attention"), None)
+        if a is None:
+            return None
+    keys = torch.cat([a["k_img"].to(a["k_txt"].dtype), a["k_txt"]], dim=-2)
+    values = torch.cat([a["v_img"].to(a["v_txt"].dtype), a["v_txt"]], dim=-2)
+    return split_softmax(a["q_txt"], keys, values, a["k_img"].shape[-2], a["scale"])
 
 
 def error_terms(student: Rows, teacher: Rows) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import functional
 
-TAPPED = ("hybrid_attention", "softmax_attention", "linear_attention")
+TAPPED = ("hybrid_attention", "softmax_attention", "linear_attention", "joint_prompt_attention")
 
 
 @dataclass
