@@ -300,3 +300,35 @@ def test_feature_and_guidance_weights_reach_every_stage_of_the_recipe():
     assert parse_config(run_config("mmdit", "mm_edit", DemoSettings(steps=10))).stages[0].loss.feature == 0.5
     with pytest.raises(ValueError, match="--feature-weight must be >= 0, got -1.0"):
         settings_from(parser.parse_args(["demo", "--feature-weight", "-1"]))
+
+
+def test_a_paper_row_follows_its_papers_recipe_and_the_rest_the_demos():
+    """NAME@paper: the recipe's full loss (task term on), the teacher's caption dropout, the paper's convert
+    options (LiT Guideline 4: no projection inherited; MM-EDiT: eta by token counts, no softmax block kept)."""
+    from lindit.training.config import RECIPES
+
+    settings = DemoSettings(steps=10)
+    for family, student in (("dit", "lit"), ("mmdit", "mm_edit"), ("pixart", "edit")):
+        ours = parse_config(run_config(family, student, settings))
+        paper = parse_config(run_config(family, f"{student}@paper", settings))
+        recipe = RECIPES[FAMILIES[family].recipe]
+        assert paper.stages[0].loss.task == recipe.task == 1.0 and paper.stages[0].loss.kd == recipe.kd
+        assert ours.data.caption_dropout == 0.3 and paper.data.caption_dropout == settings_of(FAMILIES[family].teacher).caption_dropout
+        assert [s.steps for s in paper.stages] == [s.steps for s in ours.stages]
+    lit = run_config("dit", "lit@paper", settings)["model"]["convert"]
+    assert lit == {"heads": 2}, "Guideline 4: the attention projections start fresh"
+    assert run_config("mmdit", "mm_edit@paper", settings)["model"]["convert"] == {"inherit": "qkvo"}
+    assert run_config("dit", "lit:heads=4@paper", settings)["model"]["convert"] == {"heads": 4}
+
+
+def test_the_report_says_what_the_demos_departures_from_the_paper_buy():
+    from lindit.demo.report import checks
+
+    def row(fid, adherence):
+        return {"fid": fid, "adherence": adherence, "sd": {"fid": 5.0, "adherence": 0.01}}
+
+    rows = {"teacher": row(500.0, 0.90), "lit": row(520.0, 0.88), "lit@paper": row(600.0, 0.875)}
+    verdicts = {c["claim"]: c["verdict"] for c in checks({"dit": rows})}
+    assert verdicts["lit: the demo's recipe better than the paper's (FID)"] == "reproduced"
+    assert verdicts["lit: the demo's recipe better than the paper's (adherence)"] == "within noise"
+    assert not any(claim.startswith("lit@paper") for claim in verdicts)

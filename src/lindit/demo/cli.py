@@ -56,7 +56,8 @@ def add_parser(subparsers) -> None:
                    "(EMAModel's warm-up decay; default: the last weights)")
     p.add_argument("--methods", nargs="+", metavar="M",
                    help="students to distil in every chosen family instead of its list: lindit.convert methods "
-                   "or NAME:KEY=VALUE[,...] variants, e.g. --families pixart --methods edit edit_cf_q")
+                   "or NAME:KEY=VALUE[,...] variants, e.g. --families pixart --methods edit edit_cf_q; NAME@paper "
+                   "distils NAME with its paper's own recipe (e.g. lit@paper)")
     p.set_defaults(func=run)
 
 

@@ -29,6 +29,10 @@ class FamilyPlan:
     # Must reproduce (paper: "as good as"): (student, reference) pairs, checked with the acceptance's bar
     # (FID within 10%, adherence within 3 points). Like orderings, only when both ran (``--methods``).
     matches: tuple[tuple[str, str], ...] = ()
+    # lindit.convert options of the paper's own recipe (a student NAME@paper), in place of the demo's
+    # (``convert``, ``convert_all``, the inherited projections); that row also takes the recipe's full loss
+    # (training.config.RECIPES, task term on) and the teacher's caption dropout.
+    paper_convert: dict = field(default_factory=dict)
 
 
 FAMILIES: dict[str, FamilyPlan] = {
@@ -41,17 +45,18 @@ FAMILIES: dict[str, FamilyPlan] = {
     # acceptance's 3 points, and 960 give 499.6 / 96.0%; `--seed 2` at 960: 489.0 / 96.0% (teacher 490.0 / 97.7%).
     "pixart": FamilyPlan("pixart", "edit", ("edit", "lit", "sana", "linfusion", "kv_compress"), ("edit",), 960,
                          orderings=(("edit", "sana"), ("edit", "linfusion"), ("edit", "edit_sc_only")),
-                         matches=(("edit", "edit_cf_q"),)),
+                         matches=(("edit", "edit_cf_q"),), paper_convert={"inherit": "qkvo"}),
     # MM-EDiT's eta is Eq. 6's per query, estimated from the image keys' moments ("moments"), with the softmax
     # pairs on the queries and keys before the ReLU ("raw"); every student keeps the last block's softmax
     # attention. docs/DIAGNOSIS.md has why (lindit diagnose) and the runs behind each choice.
     "mmdit": FamilyPlan("mmdit", "mm_edit", ("mm_edit", "mm_edit_exact", "linear_mmdit_alpha", "sana_mmdit"),
                         ("mm_edit",), 240, convert={"mm_edit": {"eta": "moments", "softmax_qk": "raw"}},
-                        convert_all={"keep_softmax": [-1]}, orderings=(("mm_edit", "linear_mmdit_alpha"),)),
+                        convert_all={"keep_softmax": [-1]}, orderings=(("mm_edit", "linear_mmdit_alpha"),),
+                        paper_convert={"inherit": "qkvo"}),
     # LiT Guideline 2: few heads (the teacher has 4). LiT's own L_simple (task) term, EDiT's feature term and
     # 960 steps (docs/DIAGNOSIS.md has the runs behind each).
     "dit": FamilyPlan("dit", "lit", ("lit",), ("lit",), 960, convert={"lit": {"heads": 2}},
-                      loss={"task": 1.0, "feature": 0.5}),
+                      loss={"task": 1.0, "feature": 0.5}, paper_convert={"heads": 2}),  # Guideline 4: inherit none
 }
 
 
@@ -152,10 +157,21 @@ def _ema_config(ema: float | str | None) -> dict | None:
     return {"use_warmup": True} if ema == "warmup" else {"decay": float(ema)}
 
 
-def _stages(plan: FamilyPlan, settings: DemoSettings, steps: int, size: int) -> list[dict]:
-    """Half the steps on the replaced layers (lr), half on every weight (lr / 5); LiT trains everything."""
+PAPER = "@paper"
+
+
+def paper_recipe(student: str) -> tuple[str, bool]:
+    """'lit@paper' -> ('lit', True): the student distilled with its paper's own recipe; 'lit' -> ('lit', False)."""
+    return (student[: -len(PAPER)], True) if student.endswith(PAPER) else (student, False)
+
+
+def _stages(plan: FamilyPlan, settings: DemoSettings, steps: int, size: int, paper: bool = False) -> list[dict]:
+    """Half the steps on the replaced layers (lr), half on every weight (lr / 5); LiT trains everything.
+    ``paper``: the loss is the recipe's own (task term on), as the paper trains."""
+    from ..training.config import RECIPES
+
     first, recipe = steps // 2, plan.recipe
-    loss = _loss(plan, settings)
+    loss = {**asdict(RECIPES[recipe]), "guidance": 0.0} if paper else _loss(plan, settings)
     stage1 = {"name": "attention", "trainable": "attention", "resolution": size, "steps": first,
               "lr": settings.lr, "loss": loss}
     stage2 = {"name": "all", "trainable": "all", "resolution": size, "steps": steps - first,
@@ -163,7 +179,7 @@ def _stages(plan: FamilyPlan, settings: DemoSettings, steps: int, size: int) -> 
     if recipe == "mm_edit":
         # MM-EDiT stage 2: knowledge distillation only (and the guidance direction, when it is distilled)
         stage2["loss"] = {"task": 0.0, "kd": 1.0, "feature": 0.0, "guidance": settings.guidance_kd}
-    if settings.feature_inputs == "teacher":
+    if settings.feature_inputs == "teacher" and not paper:
         stage1.update(name="attention transfer", feature_inputs="teacher",
                       loss={"task": 0.0, "kd": 0.0, "feature": 1.0, "variance": 0.0})
     elif recipe == "lit":  # LiT trains every weight from the start
@@ -175,12 +191,17 @@ def run_config(family: str, student: str, settings: DemoSettings, cache: str | N
     """The lindit.training config distilling ``student`` (a method or NAME:KEY=VALUE variant) from the
     family's built-in teacher, on the shapes world or on ``cache``, that world encoded by ``lindit cache``."""
     plan, teacher = FAMILIES[family], settings_of(FAMILIES[family].teacher)
-    method, options = method_variant(student)
+    spec_name, paper = paper_recipe(student)
+    method, options = method_variant(spec_name)
     spec = {k: v for k, v in teacher.scheduler.items() if k != "class"}
     labels = teacher.conditioning == "labels"
     steps = settings.steps_for(family)
-    stages = _stages(plan, settings, steps, teacher.size)
-    dropout = teacher.caption_dropout if settings.caption_dropout is None else settings.caption_dropout
+    stages = _stages(plan, settings, steps, teacher.size, paper)
+    dropout = teacher.caption_dropout if settings.caption_dropout is None or paper else settings.caption_dropout
+    if paper:
+        convert = {**plan.paper_convert, **options}  # lindit.convert's defaults otherwise (inherit none)
+    else:
+        convert = {**_inherit(settings.inherit, method), **plan.convert_all, **plan.convert.get(method, {}), **options}
     world = {"n": settings.dataset_size, "seed": settings.seed, "kind": "class" if labels else "text"}
     if not labels:
         world["max_objects"] = teacher.max_objects
@@ -188,8 +209,7 @@ def run_config(family: str, student: str, settings: DemoSettings, cache: str | N
         "recipe": plan.recipe,
         "seed": settings.seed,
         "model": {"teacher": {"builtin": plan.teacher}, "method": method,
-                  "convert": {**_inherit(settings.inherit, method), **plan.convert_all,
-                              **plan.convert.get(method, {}), **options},
+                  "convert": convert,
                   "vae": "builtin",
                   "conditioning": "labels" if labels else "builtin", "scheduler": spec},
         # One square bucket at the teacher's own size (the default multiple, 64 px, would render 64 px images).

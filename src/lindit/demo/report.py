@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_path, write_json, write_text
-from .plan import FAMILIES
+from .plan import FAMILIES, PAPER
 from .seeds import SPREAD, noise, sd, verdict
 
 FAMILY_TITLES = {"pixart": "PixArt-style DiT (EDiT Table 1)", "mmdit": "SD3.5-style MM-DiT (EDiT Table 2)",
@@ -36,6 +36,9 @@ def checks(families: dict[str, dict]) -> list[dict]:
         for student, reference in FAMILIES[family].matches:
             if student in rows and reference in rows:
                 out += _matches(student, rows[student], f"{reference}'s", rows[reference])
+        for name in rows:  # what the demo's departures from the paper buy: NAME against NAME@paper
+            if name.endswith(PAPER) and name[: -len(PAPER)] in rows:
+                out += _departure(name[: -len(PAPER)], rows[name[: -len(PAPER)]], rows[name])
         for better, worse in FAMILIES[family].orderings:
             if better in rows and worse in rows:
                 b, w = rows[better], rows[worse]
@@ -44,6 +47,15 @@ def checks(families: dict[str, dict]) -> list[dict]:
                 out.append(_check(f"{better} better than {worse} (adherence)", b["adherence"] - w["adherence"],
                                   noise(sd(b, "adherence"), sd(w, "adherence")), f"{_pct(b)} vs {_pct(w)}"))
     return out
+
+
+def _departure(name: str, ours: dict, paper: dict) -> list[dict]:
+    """lindit's claim that the demo's recipe beats the paper's for this student (FID and adherence)."""
+    return [_check(f"{name}: the demo's recipe better than the paper's (FID)", paper["fid"] - ours["fid"],
+                   noise(sd(ours, "fid"), sd(paper, "fid")), f"{_fid(ours)} vs {_fid(paper)}"),
+            _check(f"{name}: the demo's recipe better than the paper's (adherence)",
+                   ours["adherence"] - paper["adherence"], noise(sd(ours, "adherence"), sd(paper, "adherence")),
+                   f"{_pct(ours)} vs {_pct(paper)}")]
 
 
 def _matches(name: str, row: dict, of: str, ref: dict) -> list[dict]:
@@ -114,15 +126,22 @@ def seed_table(rows: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
-def recipe_words(recipe: dict) -> str:
-    """A family's stages (trainable set, steps, lr, non-zero loss weights) and each student's convert options."""
-    stages = "; ".join(
+def _stage_words(stages: list[dict]) -> str:
+    return "; ".join(
         f"stage \"{st['name']}\" ({'the replaced layers' if st['trainable'] == 'attention' else 'every weight'}, "
         f"{st['steps']} steps, lr {st['lr']:g}): " + " + ".join(f"{k} {v:g}" for k, v in st["loss"].items() if v)
-        for st in recipe["stages"])
+        for st in stages)
+
+
+def recipe_words(recipe: dict) -> str:
+    """A family's stages (trainable set, steps, lr, non-zero loss weights) and each student's convert options."""
     convert = "; ".join(f"{m}: " + (", ".join(f"{k}={v}" for k, v in opts.items()) or "the method's defaults")
                         for m, opts in recipe["convert"].items())
-    return f"Recipe: {stages}. lindit.convert options: {convert}."
+    words = f"Recipe: {_stage_words(recipe['stages'])}. lindit.convert options: {convert}."
+    if "paper" in recipe:
+        words += (f" Rows NAME{PAPER} follow the paper's own recipe: {_stage_words(recipe['paper']['stages'])}; "
+                  f"{recipe['paper']['caption_dropout']:.0%} of prompts dropped (the teacher's own).")
+    return words
 
 
 def _steps_words(s: dict) -> str:

@@ -19,7 +19,7 @@ from ..methods import method_variant
 from ..training.config import parse_config
 from ..world.teachers import SETTINGS_NAME, load_builtin_teacher, settings_of, teacher_dir
 from .evaluate import EvalSet, eval_set, latency, quality, sample
-from .plan import FAMILIES, DemoSettings, run_config
+from .plan import FAMILIES, DemoSettings, paper_recipe, run_config
 from .report import latency_plot, sample_grid, write_json_report, write_markdown
 from .seeds import combine
 
@@ -99,7 +99,12 @@ def _family(family: str, settings: DemoSettings, out: Path, bar, seed_dir: str |
 def _recipe(family: str, settings: DemoSettings) -> dict:
     """What the report states of a family's recipe: its stages and every student's convert options."""
     configs = {m: run_config(family, m, settings) for m in settings.methods(family)}
-    return {"stages": next(iter(configs.values()))["stages"], "convert": {m: c["model"]["convert"] for m, c in configs.items()}}
+    ours = [c for m, c in configs.items() if not paper_recipe(m)[1]]
+    papers = [c for m, c in configs.items() if paper_recipe(m)[1]]
+    recipe = {"stages": (ours or papers)[0]["stages"], "convert": {m: c["model"]["convert"] for m, c in configs.items()}}
+    if papers:  # NAME@paper rows: the paper's own stages and the teacher's caption dropout
+        recipe["paper"] = {"stages": papers[0]["stages"], "caption_dropout": papers[0]["data"]["caption_dropout"]}
+    return recipe
 
 
 def _encode_world(family: str, settings: DemoSettings, folder: Path) -> str:
@@ -118,7 +123,7 @@ def _check_student(family: str, student: str, teacher) -> None:
     from ..integrations.diffusers import convert
     from ..methods import check_options
 
-    name, options = method_variant(student)
+    name, options = method_variant(paper_recipe(student)[0])
     try:
         check_options(name, options)
         convert(teacher, name, **options)
