@@ -321,6 +321,21 @@ def test_a_paper_row_follows_its_papers_recipe_and_the_rest_the_demos():
     assert run_config("dit", "lit:heads=4@paper", settings)["model"]["convert"] == {"heads": 4}
 
 
+def test_paper_recipes_adds_each_familys_paper_row_once():
+    """--paper-recipes: every family's list plus its paper student distilled with the paper's recipe."""
+    from lindit.cli import build_parser
+    from lindit.demo.cli import settings_from
+
+    parser = build_parser(only="demo")
+    settings = settings_from(parser.parse_args(["demo", "--paper-recipes"]))
+    assert settings.methods("pixart") == FAMILIES["pixart"].methods + ("edit@paper",)
+    assert settings.methods("mmdit")[-1] == "mm_edit@paper" and settings.methods("dit") == ("lit", "lit@paper")
+    chosen = settings_from(parser.parse_args(["demo", "--paper-recipes", "--methods", "lit", "lit@paper"]))
+    assert chosen.methods("dit") == ("lit", "lit@paper"), "a row already asked for is not distilled twice"
+    assert settings_from(parser.parse_args(["demo"])).methods("dit") == ("lit",)
+    assert settings_from(parser.parse_args(["demo", "--task-weight", "0"])).task_weight == 0.0
+
+
 def test_the_report_says_what_the_demos_departures_from_the_paper_buy():
     from lindit.demo.report import checks
 

@@ -58,6 +58,9 @@ def add_parser(subparsers) -> None:
                    help="students to distil in every chosen family instead of its list: lindit.convert methods "
                    "or NAME:KEY=VALUE[,...] variants, e.g. --families pixart --methods edit edit_cf_q; NAME@paper "
                    "distils NAME with its paper's own recipe (e.g. lit@paper)")
+    p.add_argument("--paper-recipes", action="store_true",
+                   help="also distil each family's paper student (edit, mm_edit, lit) with its paper's own recipe, "
+                   "as a row NAME@paper, and report what the demo's departures from that recipe buy")
     p.set_defaults(func=run)
 
 
@@ -75,7 +78,8 @@ def _ema(text: str) -> float | str:
 
 # Options that set the DemoSettings field of the same name.
 _SETTINGS = ("steps", "lr", "batch_size", "n_eval", "sample_steps", "guidance", "seed", "seeds", "inherit",
-             "task_weight", "guidance_kd", "feature_weight", "feature_inputs", "schedule", "ema", "caption_dropout")
+             "task_weight", "guidance_kd", "feature_weight", "feature_inputs", "schedule", "ema", "caption_dropout",
+             "paper_recipes")  # store_true flags default to False, which is also DemoSettings' default
 
 
 def settings_from(args) -> DemoSettings:

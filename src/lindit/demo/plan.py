@@ -111,6 +111,9 @@ class DemoSettings:
     # Students to distil instead of each family's list: lindit.convert method names or variants
     # (NAME:KEY=VALUE[,...], e.g. "edit_cf_q" or "mm_edit_exact:softmax_qk=raw"), reported under that name.
     students: tuple[str, ...] = ()
+    # Also distil each family's paper student (its recipe's method: edit, mm_edit, lit) with the paper's own
+    # recipe, as a row NAME@paper beside the demo's: what the demo's departures from the paper buy.
+    paper_recipes: bool = False
 
     @classmethod
     def quick_settings(cls, **overrides) -> DemoSettings:
@@ -127,7 +130,9 @@ class DemoSettings:
 
     def methods(self, family: str) -> tuple[str, ...]:
         plan = FAMILIES[family]
-        return self.students or (plan.quick_methods if self.quick else plan.methods)
+        methods = self.students or (plan.quick_methods if self.quick else plan.methods)
+        extra = (plan.recipe + PAPER,) if self.paper_recipes and plan.recipe + PAPER not in methods else ()
+        return tuple(methods) + extra
 
 
 def check_families(names) -> tuple[str, ...]:
