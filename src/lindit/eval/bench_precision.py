@@ -92,12 +92,13 @@ def structured_inputs(tokens: int, heads: int, dim: int, dtype: torch.dtype, kin
     return [t.to(dtype) for t in (q, k, v)]
 
 
-def accuracy_row(tokens: int, heads: int, dim: int, dtype_name: str, kind: str) -> dict:
-    """One dtype and input kind: finiteness, errors against float64 (forward and each gradient), temporaries."""
+def accuracy_row(tokens: int, heads: int, dim: int, dtype_name: str, kind: str, device: str = "cpu") -> dict:
+    """One dtype and input kind: finiteness, errors against float64 (forward and each gradient), temporaries.
+    The inputs are drawn on the CPU and moved to ``device``, so every device sees the same numbers."""
     dtype = DTYPES[dtype_name]
-    q, k, v = (t.requires_grad_() for t in structured_inputs(tokens, heads, dim, dtype, kind))
+    q, k, v = (t.to(device).requires_grad_() for t in structured_inputs(tokens, heads, dim, dtype, kind))
     out = linear_attention(q, k, v)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(8)).to(dtype)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(8)).to(device=device, dtype=dtype)
     out.backward(grad)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     ref = linear_attention_reference(q64, k64, v64)
