@@ -37,12 +37,8 @@ class FamilyPlan:
 
 FAMILIES: dict[str, FamilyPlan] = {
     # EDiT Table 1 ablations: EDiT beats Spatial Compressor alone ("- SC SC"), and "compressing does not harm
-    # performance" (EDiT against ConvFusion queries with uncompressed keys and values, "CF - -").
-    # 960 steps: the EDiT student's FID / adherence with the other defaults (`lindit demo --families pixart
-    # --methods edit --steps N`) is 554.5 / 94.7% at 240 steps, 523.9 / 94.3% at 480, 486.8 / 96.3% at 720,
-    # 487.6 / 96.7% at 960 and 487.5 / 98.0% at 1920 (teacher 467.3 / 98.7%). With `--seed 1` (other
-    # distillation draws and sampling noise; teacher 484.5 / 98.3%) 720 steps give 512.1 / 92.7%, outside the
-    # acceptance's 3 points, and 960 give 499.6 / 96.0%; `--seed 2` at 960: 489.0 / 96.0% (teacher 490.0 / 97.7%).
+    # performance" (EDiT against ConvFusion queries with uncompressed keys and values, "CF - -"). 960 steps:
+    # the budget the EDiT student needed (docs/DIAGNOSIS.md's experiment log has the step sweep).
     "pixart": FamilyPlan("pixart", "edit", ("edit", "lit", "sana", "linfusion", "kv_compress"), ("edit",), 960,
                          orderings=(("edit", "sana"), ("edit", "linfusion"), ("edit", "edit_sc_only")),
                          matches=(("edit", "edit_cf_q"),), paper_convert={"inherit": "qkvo"}),
