@@ -61,6 +61,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--paper-recipes", action="store_true",
                    help="also distil each family's paper student (edit, mm_edit, lit) with its paper's own recipe, "
                    "as a row NAME@paper, and report what the demo's departures from that recipe buy")
+    p.add_argument("--jobs", type=positive_int, metavar="N",
+                   help="students distilled side by side in N worker processes sharing the threads (default: one "
+                   "per thread, at most one per student; 1: one after another)")
     p.set_defaults(func=run)
 
 
@@ -79,7 +82,7 @@ def _ema(text: str) -> float | str:
 # Options that set the DemoSettings field of the same name.
 _SETTINGS = ("steps", "lr", "batch_size", "n_eval", "sample_steps", "guidance", "seed", "seeds", "inherit",
              "task_weight", "guidance_kd", "feature_weight", "feature_inputs", "schedule", "ema", "caption_dropout",
-             "paper_recipes")  # store_true flags default to False, which is also DemoSettings' default
+             "paper_recipes", "jobs")  # store_true flags default to False, which is also DemoSettings' default
 
 
 def settings_from(args) -> DemoSettings:

@@ -110,6 +110,9 @@ class DemoSettings:
     # Also distil each family's paper student (its recipe's method: edit, mm_edit, lit) with the paper's own
     # recipe, as a row NAME@paper beside the demo's: what the demo's departures from the paper buy.
     paper_recipes: bool = False
+    # Students distilled side by side, in worker processes that share the threads (None: one per thread, at most
+    # one per student; 1: one after another in this process).
+    jobs: int | None = None
 
     @classmethod
     def quick_settings(cls, **overrides) -> DemoSettings:

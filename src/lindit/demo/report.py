@@ -192,6 +192,13 @@ def claims_table(checks: list[dict], seeds: int) -> list[str]:
     return lines + [""]
 
 
+def _jobs_words(s: dict) -> str:
+    side = {f: j for f, j in s.get("jobs_by_family", {}).items() if j > 1}
+    if not side:
+        return ""
+    return " (" + ", ".join(f"{f}: {j} students side by side" for f, j in side.items()) + ", sharing the threads)"
+
+
 def write_markdown(out: Path, report: dict, command: str) -> None:
     s = report["settings"]
     sizes = [int(k) for k in s["latency_sizes"]]
@@ -204,7 +211,8 @@ def write_markdown(out: Path, report: dict, command: str) -> None:
              "features of the world's shipped classifier against as many real world images (compare it only at "
              "equal image counts); adherence is the fraction of images whose detected shapes, colours and "
              "positions match the prompt; MSE and PSNR compare each student's images with the teacher's from the "
-             "same noise. Latency: one transformer forward, batch 1, median of repeats, this CPU.", ""]
+             f"same noise. Latency: one transformer forward, batch 1, median of repeats, this CPU, measured "
+             f"alone. Train time: each student's distillation, wall clock{_jobs_words(s)}.", ""]
     for family, rows in report["families"].items():
         lines += family_table(family, rows, sizes)
         if family in s.get("recipes", {}):

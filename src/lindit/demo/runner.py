@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import re
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -47,7 +49,10 @@ def _run(settings: DemoSettings, out: Path, command: str, start: float) -> dict:
     families = {family: _seeded_family(family, settings, out, bar) for family in settings.families}
     shutil.rmtree(out / "cache", ignore_errors=True)  # the encoded worlds: tens of MB no student needs now
     bar.close()
+    threads = torch.get_num_threads()
     meta = {**asdict(settings), "steps_by_family": {f: settings.steps_for(f) for f in settings.families},
+            "jobs_by_family": {f: worker_split(settings.jobs, len(settings.methods(f)), threads)[0]
+                               for f in settings.families},
             "recipes": {f: _recipe(f, settings) for f in settings.families},
             "total_seconds": round(time.perf_counter() - start, 1), "command": command,
             "machine": machine_info(torch.device("cpu"))}
@@ -83,11 +88,10 @@ def _family(family: str, settings: DemoSettings, out: Path, bar, seed_dir: str |
     bar.update()
     bar.set_postfix_str(f"{family}: encoding the distillation images")
     cache = _encode_world(family, settings, out / "cache" / "-".join(filter(None, (family, seed_dir))))
-    for method in settings.methods(family):
-        bar.set_postfix_str(f"{family}: distilling {method}")
-        student, seconds = _distill(family, method, settings, out / seed_dir if seed_dir else out, cache)
+    trained = _distill_all(family, settings, out / seed_dir if seed_dir else out, cache, bar)
+    for method, (folder, seconds) in trained.items():
         bar.set_postfix_str(f"{family}: measuring {method}")
-        grid[method], table[method] = measure(student, teacher_images)
+        grid[method], table[method] = measure(_load_student(folder, settings), teacher_images)
         table[method].update(train_steps=settings.steps_for(family), train_seconds=round(seconds, 1))
         _log(family, method, table[method], settings.seed)
         bar.update()
@@ -151,15 +155,52 @@ def _measure(teacher: str, model, evals: EvalSet, teacher_images, settings: Demo
     return images, row
 
 
-def _distill(family: str, method: str, settings: DemoSettings, out: Path, cache: str):
-    from ..integrations.diffusers import load
+def _distill_all(family: str, settings: DemoSettings, out: Path, cache: str, bar) -> dict[str, tuple[Path, float]]:
+    """Distil every student of the family: method -> (its folder, seconds). With ``jobs`` > 1, that many
+    students at a time in worker processes sharing the threads (tiny models use extra threads poorly, so
+    students side by side finish sooner than one after another); latency is measured afterwards, alone."""
+    methods = settings.methods(family)
+    jobs, threads = worker_split(settings.jobs, len(methods), torch.get_num_threads())
+    if jobs == 1:
+        trained = {}
+        for method in methods:
+            bar.set_postfix_str(f"{family}: distilling {method}")
+            trained[method] = _distill(family, method, settings, out, cache)
+        return trained
+    bar.set_postfix_str(f"{family}: distilling {len(methods)} students, {jobs} at a time")
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {m: pool.submit(_distill, family, m, settings, out, cache, False) for m in methods}
+        return {m: f.result() for m, f in futures.items()}
+
+
+def worker_split(jobs: int | None, students: int, threads: int) -> tuple[int, int]:
+    """(processes, threads each): ``jobs`` None takes one process per thread, at most one per student."""
+    jobs = max(1, min(jobs or threads, students))
+    return jobs, max(1, threads // jobs)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _distill(family: str, method: str, settings: DemoSettings, out: Path, cache: str,
+             progress_bar: bool = True) -> tuple[Path, float]:
     from ..training import distill
 
     folder = out / "students" / family / re.sub(r"[^\w.=-]+", "_", method)  # variants: edit:cf_reduction=8
+    config = run_config(family, method, settings, cache)
+    config["logging"]["progress_bar"] = progress_bar  # workers' bars would interleave
     start = time.perf_counter()
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    distill(run_config(family, method, settings, cache), folder)
-    return load(folder / "ema" if settings.ema is not None else folder), time.perf_counter() - start
+    distill(config, folder)
+    return folder, time.perf_counter() - start
+
+
+def _load_student(folder: Path, settings: DemoSettings):
+    from ..integrations.diffusers import load
+
+    return load(folder / "ema" if settings.ema is not None else folder)
 
 
 def _log(family: str, name: str, row: dict, seed: int) -> None:
