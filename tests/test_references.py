@@ -45,6 +45,16 @@ def test_self_attention_matches_its_reference(name, grid):
             [tokens(grid[0] * grid[1], DIM, seed=1)], f"{name} on {grid}")
 
 
+def test_every_registered_method_has_a_reference():
+    """The comparisons below loop over the references' tables; a method added to the registry without one
+    would otherwise go unchecked without a test failing."""
+    kinds = {kind: {n for n, m in REGISTRY.items() if m.kind == kind} for kind in ("self", "joint")}
+    assert kinds["self"] <= set(SELF), f"no float64 reference for {sorted(kinds['self'] - set(SELF))}"
+    assert kinds["joint"] <= set(JOINT) & set(SELF_OF_JOINT), \
+        f"no float64 reference for {sorted(kinds['joint'] - (set(JOINT) & set(SELF_OF_JOINT)))}"
+    assert set(REGISTRY) == kinds["self"] | kinds["joint"]
+
+
 @pytest.mark.parametrize("grid", [(5, 7), (9, 4)], ids=lambda g: f"{g[0]}x{g[1]}")
 @pytest.mark.parametrize("joint", list(SELF_OF_JOINT))
 def test_sd35_image_only_attn2_replacement_matches_its_reference(joint, grid):
