@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module, which defines ``add_parser(subparsers)``; the parser it adds
 sets ``func`` (called with the parsed args; its return value is the exit code). Modules are imported only
-when their command runs, so ``lindit --help`` stays fast.
+when their command runs, so ``lindit --help`` stays fast. A group (``lindit world``, ``lindit deploy``) is a
+command of commands, ``lindit world fid ...``, whose modules are imported the same way. Every tool is reached
+from here: a module's ``python -m`` entry point, where one is kept, forwards to this tree (``forward``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,23 @@ import math
 import os
 import sys
 
-# command -> (module that defines add_parser(subparsers), one-line help)
+# group subcommand -> (module that defines add_parser(subparsers), one-line help)
+WORLD = {
+    "shapes": ("lindit.world.shapes", "write a PNG grid of the world's samples and their captions"),
+    "detect": ("lindit.world.detect", "prompt adherence of real images (the detector's sanity check)"),
+    "fid": ("lindit.world.fid", "the world's FID of real images against noisy, blurred, recoloured ones"),
+    "autoencoder": ("lindit.world.autoencoder", "faithfulness of the world's autoencoder on held-out images"),
+    "text": ("lindit.world.text", "regenerate the built-in text encoder's shipped weights"),
+    "features": ("lindit.world.features", "train the feature classifier the world's FID uses"),
+}
+DEPLOY = {
+    "bench": ("lindit.deploy.bench", "latency of exported models in onnxruntime against eager PyTorch"),
+    "quality": ("lindit.deploy.quality", "MSE / PSNR of quantized against float images, same noise and prompt"),
+    "synthetic": ("lindit.deploy.synthetic", "write a random-weight pipeline folder at a published size"),
+    "encoder-memory": ("lindit.deploy.encoder_memory", "peak memory of loading T5-XXL as stored and in int8"),
+}
+
+# command -> (module that defines add_parser(subparsers), or a group's table; one-line help)
 COMMANDS = {
     "convert": ("lindit.convert_cli", "convert a diffusers transformer into a linear-time model"),
     "distill": ("lindit.training.cli", "distil or fine-tune a converted model (accelerate)"),
@@ -26,6 +44,8 @@ COMMANDS = {
     "demo": ("lindit.demo.cli", "convert, distil and measure every method on the built-in world"),
     "diagnose": ("lindit.diagnose.cli", "per-layer and per-block error of a converted student"),
     "eval": ("lindit.eval.quality_cli", "FID, CLIP score and prompt adherence of a model's images"),
+    "world": (WORLD, "the built-in shapes world's tools: samples, adherence, FID, shipped assets"),
+    "deploy": (DEPLOY, "deployment measurements: onnxruntime latency, quantized quality, memory"),
 }
 
 
@@ -41,21 +61,35 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | list[str] | None = None) -> argparse.ArgumentParser:
+    """The command tree; only the module of the command that ``only`` names is imported.
+
+    ``only`` is a command (``"demo"``) or the words of a command line (``["world", "fid", ...]``): its first
+    word picks a command, and a group's next word picks its subcommand.
+    """
     parser = Parser(prog="lindit", description="Linear-time diffusion transformers.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
-        if name == only:
-            importlib.import_module(module).add_parser(sub)
-        else:
-            sub.add_parser(name, help=help_text)
+    _add_commands(parser, COMMANDS, [only] if isinstance(only, str) else list(only or []), "command")
     return parser
+
+
+def _add_commands(parser: argparse.ArgumentParser, table: dict, words: list[str], dest: str) -> None:
+    # The commands not named get a bare parser, enough to list them in --help and to refuse a typo. A bare
+    # `lindit` prints its help; a group without its subcommand is a one-line error, as in `lindit bench`.
+    sub = parser.add_subparsers(dest=dest, metavar="COMMAND", required=parser.prog != "lindit")
+    for name, (target, help_text) in table.items():
+        if not words or name != words[0]:
+            sub.add_parser(name, help=help_text)
+        elif isinstance(target, dict):
+            group = sub.add_parser(name, help=help_text, description=help_text)
+            _add_commands(group, target, words[1:], "subcommand")
+        else:
+            importlib.import_module(target).add_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=command if command in COMMANDS else None)
+    words = [a for a in argv if not a.startswith("-")]
+    parser = build_parser(only=words)
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help (0) or a bad argument (2, its one line already printed)
@@ -63,11 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(argv)  # recorded in reports, so every number names the command that made it
     if not getattr(args, "func", None):
         parser.print_help()
-        return 0 if command is None else 2
+        return 0 if not words else 2
     try:
         return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 -- classified: bugs are raised again
-        return report_error(f"lindit {args.command}", err)
+        return report_error(_prog(args), err)
+
+
+def _prog(args) -> str:
+    """``lindit convert``, or ``lindit world fid`` for a group's subcommand: the name an error line starts with."""
+    return " ".join(["lindit", args.command, *([args.subcommand] if getattr(args, "subcommand", None) else [])])
+
+
+def forward(words: list[str], argv: list[str] | None = None) -> int:
+    """Run ``lindit WORDS ARGV``: what a module's kept ``python -m`` entry point does, so both behave alike."""
+    return main([*words, *(sys.argv[1:] if argv is None else argv)])
 
 
 def report_error(prog: str, err: BaseException) -> int:

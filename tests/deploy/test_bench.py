@@ -1,4 +1,4 @@
-"""python -m lindit.deploy.bench: export, check and time teacher and student, with quantized extras."""
+"""lindit deploy bench: export, check and time teacher and student, with quantized extras."""
 
 import json
 
@@ -22,7 +22,7 @@ def test_bench_writes_a_table_of_checked_latencies(tmp_path, monkeypatch, capsys
                        "--extras", "int8-dynamic@torch.ao", "ort-int8", "--out", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "deploy_latency.json").read_text())
-    assert report["command"].startswith("python -m lindit.deploy.bench --presets pixart-sigma")
+    assert report["command"].startswith("lindit deploy bench --presets pixart-sigma")
     cells = report["cells"]
     assert [(c["method"], c["size_px"], c["tokens"], c["blocks"]) for c in cells] == [
         ("teacher", 64, 16, "2 of 28"), ("edit", 64, 16, "2 of 28")]

@@ -157,7 +157,7 @@ def test_int8_text_encoder_load_peaks_lower_than_the_stored_weights(tmp_path):
 
 
 def test_quality_runs_as_a_module_without_runpy_warning():
-    # The documented `python -m lindit.deploy.quality`: the package must not import the module first.
+    # `python -m lindit.deploy.quality`, kept for old scripts: the package must not import the module first.
     import subprocess
     import sys
 

@@ -294,6 +294,25 @@ CASES = [
     ("diagnose --teacher builtin:pixart --method edit --layers 99 --out {new}", "layers [99] out of range"),
     ("diagnose --teacher builtin:pixart --method edit --device nosuch --out {new}", "nosuch"),
     ("diagnose --teacher builtin:pixart --method edit --out ''", "--out: must not be empty"),
+    # ------------------------------------------------------------------ world
+    ("world", "the following arguments are required: COMMAND"),
+    ("world nosuch", "invalid choice: 'nosuch'"),
+    ("world fid --n abc", "--n: expected an integer, got 'abc'"),
+    ("world autoencoder --n -1", "--n: must be a positive integer, got '-1'"),
+    ("world detect --n 0", "--n: must be a positive integer, got '0'"),
+    ("world detect --sizes 32xabc", "--sizes: expected H or HxW in px, got '32xabc'"),
+    ("world shapes --grid ''", "--grid: must not be empty"),
+    ("world text --out {new}/enc.safetensors", "nothing to do: pass --write-assets"),
+    ("world features --out {new}/classifier.safetensors", "nothing to do: pass --train"),
+    # ------------------------------------------------------------------ deploy
+    ("deploy", "the following arguments are required: COMMAND"),
+    ("deploy bench --presets nosuch --out {new}", "invalid choice: 'nosuch'"),
+    ("deploy bench --sizes 0 --out {new}", "--sizes: must be a positive integer, got '0'"),
+    ("deploy quality --out {new}", "the following arguments are required: --model"),
+    ("deploy quality --world dit --model builtin:dit --n 0 --out {new}", "--n: must be a positive integer, got '0'"),
+    ("deploy synthetic --out {existing}", "already exists"),
+    ("deploy synthetic --text-layers 0 --out {new}", "--text-layers: must be a positive integer, got '0'"),
+    ("deploy encoder-memory", "the following arguments are required: --dir"),
 ]
 
 

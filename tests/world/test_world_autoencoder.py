@@ -38,7 +38,7 @@ def test_reconstructions_read_back_as_the_prompt(vae, held_out):
     assert latents.shape == (len(images), 4, 8, 8)
     assert adherence(images, labels) == 1.0
     # The teachers cannot be more faithful than their decoder: it must keep shapes, colours and cells.
-    assert adherence(recon, labels) >= 0.93  # measured 0.949 on 1,000 (python -m lindit.world.autoencoder)
+    assert adherence(recon, labels) >= 0.93  # measured 0.949 on 1,000 (lindit world autoencoder)
     assert ((recon - images) ** 2).mean() < 5e-3  # mean image: 0.055
 
 

@@ -6,6 +6,7 @@
   verified against eager PyTorch in onnxruntime or torch.export's runtime.
 * ``quantization_quality(pipe, request, schemes)``: MSE / PSNR of images from the same noise and prompt.
 * ``lindit generate --low-memory`` (``low_memory.StagedGeneration``): one large component at a time.
+* ``lindit deploy bench | quality | synthetic | encoder-memory``: the measurements in docs/DEPLOYMENT.md.
 
 torchao, onnx, onnxruntime and onnxscript are the ``deploy`` extra, imported only when used.
 """
@@ -18,8 +19,9 @@ _LAZY = {"image_difference": ".quality", "quantization_quality": ".quality"}
 
 
 def __getattr__(name: str):
-    # quality is imported on first use, not with the package: `python -m lindit.deploy.quality` runs that
-    # module as __main__, and runpy warns when the package has already imported it under its own name.
+    # quality is imported on first use, not with the package: `python -m lindit.deploy.quality` (kept for old
+    # scripts; `lindit deploy quality` is the command) runs that module as __main__, and runpy warns when the
+    # package has already imported it under its own name.
     if name in _LAZY:
         import importlib
 

@@ -1,6 +1,6 @@
 """Latency of exported models in onnxruntime against eager PyTorch, teacher and students, on this machine.
 
-    python -m lindit.deploy.bench --sizes 512 1024 --blocks 2 --out bench-output/deploy
+    lindit deploy bench --sizes 512 1024 --blocks 2 --out bench-output/deploy
 
 Models are the published sizes of ``lindit.eval.presets`` with random weights (latency does not depend
 on values). ``--blocks K`` keeps the first K transformer blocks so that a sweep runs in minutes on a
@@ -13,7 +13,6 @@ arena (each returns its working memory after a run), since several of them are a
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..cli import forward, out_path, positive_int
 from ..eval.measure import machine_info
 from ..eval.presets import PRESETS
 from ..eval.report import markdown_table
@@ -186,23 +186,26 @@ def run(args) -> list[LatencyCell]:
     return cells
 
 
-def main(argv: list[str] | None = None) -> int:
-    import shlex
-    import sys
-
-    from ..io import write_json, write_text
-
-    p = argparse.ArgumentParser(prog="python -m lindit.deploy.bench", description=__doc__.split("\n\n")[0])
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="latency of exported models in onnxruntime against eager PyTorch",
+                              description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
-    p.add_argument("--sizes", nargs="+", type=int, default=[512, 1024], help="square sizes in px")
-    p.add_argument("--blocks", type=int, default=None, help="keep the first K blocks (default: full depth)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--sizes", nargs="+", type=positive_int, default=[512, 1024], help="square sizes in px")
+    p.add_argument("--blocks", type=positive_int, default=None, help="keep the first K blocks (default: full depth)")
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--extras", nargs="*", default=[], metavar="SPEC",
                    help="more timings per cell: eager quantized models (int8-dynamic, int8-dynamic@torch.ao, "
                    "int8-weight, int4-weight) and/or ort-int8 (onnxruntime's dynamic int8 of the exported file)")
-    p.add_argument("--out", type=Path, default=Path("bench-output/deploy"))
-    args = p.parse_args(argv)
-    command = "python -m lindit.deploy.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    p.add_argument("--out", type=out_path, default=Path("bench-output/deploy"))
+    p.set_defaults(func=run_command)
+
+
+def run_command(args) -> int:
+    import shlex
+
+    from ..io import write_json, write_text
+
+    command = "lindit " + shlex.join(args.argv)
     cells = run(args)
     machine = machine_info(torch.device("cpu"))
     md = markdown(cells, command, machine)
@@ -211,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out / "deploy_latency.json", {"command": command, "machine": machine,
                                                   "cells": [c.as_dict() for c in cells]})
     return 0 if all(c.passed for c in cells) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.deploy.bench ARGS``, kept for old scripts: runs ``lindit deploy bench ARGS``."""
+    return forward(["deploy", "bench"], argv)
 
 
 if __name__ == "__main__":

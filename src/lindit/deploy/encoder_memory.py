@@ -1,6 +1,6 @@
 """Peak memory of loading a text encoder as stored and with int8 weights (``--low-memory``'s stage 1).
 
-    python -m lindit.deploy.encoder_memory --dir /tmp/t5-xxl            # T5-XXL (PixArt-Sigma, SD3.5)
+    lindit deploy encoder-memory --dir /tmp/t5-xxl            # T5-XXL (PixArt-Sigma, SD3.5)
 
 No T5-XXL weights can be downloaded here, and memory does not depend on weight values, so the encoder is
 built from its published configuration with random weights and saved once (bfloat16 safetensors, as
@@ -10,11 +10,12 @@ loading included: what a user's machine must hold.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from ..cli import forward, out_path
 
 # google/t5-v1_1-xxl, the text encoder of PixArt-Sigma and SD3.5 (encoder only)
 T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
@@ -68,10 +69,14 @@ def peak_mb(folder: Path, weights: str) -> float:
     return json.loads(out.strip().splitlines()[-1])["peak_mb"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lindit.deploy.encoder_memory", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dir", type=Path, required=True, help="folder for the random-weight T5-XXL encoder")
-    args = p.parse_args(argv)
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("encoder-memory", help="peak memory of loading T5-XXL as stored and in int8",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", type=out_path, required=True, help="folder for the random-weight T5-XXL encoder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
     write_random_encoder(args.dir)
     size = sum(f.stat().st_size for f in args.dir.glob("*.safetensors")) / 2**20
     rows = [(w, peak_mb(args.dir, w)) for w in WAYS]
@@ -80,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     for weights, mb in rows:
         print(f"| {WAYS[weights]} | {mb:,.0f} |")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.deploy.encoder_memory ARGS``, kept for old scripts: ``lindit deploy encoder-memory ARGS``."""
+    return forward(["deploy", "encoder-memory"], argv)
 
 
 if __name__ == "__main__":

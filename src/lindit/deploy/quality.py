@@ -1,6 +1,6 @@
 """How much quantization changes the images: MSE and PSNR against the float model, same noise and prompt.
 
-    python -m lindit.deploy.quality --model edit-student --base pixart-pipeline --prompt "a red circle" \\
+    lindit deploy quality --model edit-student --base pixart-pipeline --prompt "a red circle" \\
         --schemes int8-dynamic int8-weight int4-weight --height 512 --width 512 --steps 20
 
 Both sides run the family's stock pipeline through ``lindit.generate.run`` with the same seed, so the
@@ -10,13 +10,13 @@ initial noise, prompt and sampler are identical and any difference comes from th
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..cli import finite_float, forward, out_path, positive_int
 from .quantize import DEFAULT_GROUP_SIZE, quantize
 
 
@@ -115,33 +115,36 @@ def markdown(rows: list[QualityRow], command: str, request) -> str:
             f"{request.steps} steps, seed {request.seed}; pixels in [0, 1] against the float model.\n\n{body}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    import shlex
-    import sys
-
-    from ..generate import Request, pipeline
-    from ..io import write_json, write_text
-
-    p = argparse.ArgumentParser(prog="python -m lindit.deploy.quality", description=__doc__.split("\n\n")[0])
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("quality", help="MSE / PSNR of quantized against float images, same noise and prompt",
+                              description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="lindit folder (or any model spec lindit generate takes)")
     p.add_argument("--base", default=None, help="pipeline folder with VAE, scheduler and text encoders")
     p.add_argument("--schemes", nargs="+", default=["int8-dynamic", "int8-weight", "int4-weight"],
                    help="schemes, optionally with a backend: int8-dynamic@torch.ao")
     p.add_argument("--prompt", action="append", default=[], help="prompt (repeatable)")
     p.add_argument("--class-label", type=int, action="append", default=None, help="DiT class label (repeatable)")
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=4.5)
+    p.add_argument("--height", type=positive_int, default=512)
+    p.add_argument("--width", type=positive_int, default=512)
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--guidance", type=finite_float, default=4.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE)
+    p.add_argument("--group-size", type=positive_int, default=DEFAULT_GROUP_SIZE)
     p.add_argument("--world", choices=("pixart", "mmdit", "dit"), default=None,
                    help="built-in teacher whose world scores --model (the teacher or its student) with the "
                         "demo's FID, adherence and MSE over --n held-out prompts; --prompt/--height are unused")
-    p.add_argument("--n", type=int, default=200, help="held-out prompts for --world")
-    p.add_argument("--out", type=Path, default=Path("bench-output/quality"))
-    args = p.parse_args(argv)
-    command = "python -m lindit.deploy.quality " + shlex.join(sys.argv[1:] if argv is None else argv)
+    p.add_argument("--n", type=positive_int, default=200, help="held-out prompts for --world")
+    p.add_argument("--out", type=out_path, default=Path("bench-output/quality"))
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import shlex
+
+    from ..generate import Request, pipeline
+    from ..io import write_json, write_text
+
+    command = "lindit " + shlex.join(args.argv)
     if args.world is not None:
         return _world_main(args, command)
     pipe = pipeline(args.model, base=args.base)
@@ -158,8 +161,6 @@ def _world_main(args, command: str) -> int:
     from ..io import write_json, write_text
     from ..models import load_model
 
-    if args.n <= 0 or args.steps <= 0:
-        raise SystemExit(f"--n and --steps must be positive, got {args.n} and {args.steps}")
     rows = world_quality(args.world, load_model(args.model), args.schemes, args.n, args.steps, args.seed,
                          args.group_size)
     md = world_markdown(rows, command, args.n, args.steps)
@@ -167,6 +168,11 @@ def _world_main(args, command: str) -> int:
     write_text(args.out / "quality.md", md + "\n")
     write_json(args.out / "quality.json", {"command": command, "rows": rows})
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.deploy.quality ARGS``, kept for old scripts: runs ``lindit deploy quality ARGS``."""
+    return forward(["deploy", "quality"], argv)
 
 
 if __name__ == "__main__":

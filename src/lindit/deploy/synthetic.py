@@ -1,6 +1,6 @@
 """A random-weight pipeline folder at a published size, for measuring memory and time offline.
 
-    python -m lindit.deploy.synthetic --out /tmp/pixart-sigma-random
+    lindit deploy synthetic --out /tmp/pixart-sigma-random
     lindit convert --teacher /tmp/pixart-sigma-random --method edit --out /tmp/edit-random
     lindit generate --model /tmp/edit-random --base /tmp/pixart-sigma-random --low-memory --profile ...
 
@@ -14,13 +14,13 @@ memory figures measured with it leave out the real text encoder, and say so.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
+from ..cli import forward, out_path, positive_int
 from ..eval.presets import PRESETS
-from ..io import atomic_dir
+from ..io import atomic_dir, check_output
 
 # AutoencoderKL of SDXL / PixArt-Sigma (sdxl-vae): four levels, 4 latent channels, 8x downsampling
 SDXL_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
@@ -60,18 +60,28 @@ def pixart_sigma(text_layers: int):
 BUILDERS = {"pixart-sigma": pixart_sigma}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lindit.deploy.synthetic", description=__doc__.split("\n\n")[0])
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("synthetic", help="write a random-weight pipeline folder at a published size",
+                              description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=list(BUILDERS), default="pixart-sigma")
-    p.add_argument("--text-layers", type=int, default=1, help="T5 layers of the stand-in text encoder")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--text-layers", type=positive_int, default=1, help="T5 layers of the stand-in text encoder")
+    p.add_argument("--out", type=out_path, required=True)
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    check_output(args.out, args.overwrite)  # before building a full-size model
     pipe = BUILDERS[args.preset](args.text_layers)
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         pipe.save_pretrained(tmp)
     print(f"wrote {args.out} ({args.preset}, random weights)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.deploy.synthetic ARGS``, kept for old scripts: runs ``lindit deploy synthetic ARGS``."""
+    return forward(["deploy", "synthetic"], argv)
 
 
 if __name__ == "__main__":

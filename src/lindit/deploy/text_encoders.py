@@ -2,7 +2,7 @@
 
 T5-XXL, the text encoder of PixArt-Sigma and SD3.5, is 9.3 GB in bfloat16: more than a small machine's
 whole budget. Quantizing after loading peaks at the bfloat16 size, and transformers' quantize-on-load
-(``TorchAoConfig``) peaks above it (``python -m lindit.deploy.encoder_memory``), so this module builds the
+(``TorchAoConfig``) peaks above it (``lindit deploy encoder-memory``), so this module builds the
 model on the meta device and quantizes each Linear as soon as its weights are read.
 """
 
@@ -62,7 +62,7 @@ def load_int8_encoder(cls, folder: Path, dtype: torch.dtype | None = None):
     they are read, so the peak is the int8 model plus one layer, not the stored model.
 
     transformers' own ``quantization_config=TorchAoConfig(...)`` loads more than the stored weights first
-    (measured by ``python -m lindit.deploy.encoder_memory``), which defeats a low-memory load."""
+    (measured by ``lindit deploy encoder-memory``), which defeats a low-memory load."""
     from accelerate import init_empty_weights
     from accelerate.utils import set_module_tensor_to_device
     from torch import nn

@@ -6,15 +6,15 @@
 * ``detect``: prompt adherence from pixels, in the spirit of GenEval.
 * ``features`` / ``fid``: a small shipped classifier of the world and FID on its features.
 
-See docs/WORLD.md.
+Its command-line tools are ``lindit world ...`` (``lindit world --help``). See docs/WORLD.md.
 """
 
 from __future__ import annotations
 
 import importlib
 
-# Public name -> submodule. Imported on first use, so that `python -m lindit.world.<module>` (the asset and
-# grid commands) does not run a module that importing the package already loaded.
+# Public name -> submodule. Imported on first use, so that `python -m lindit.world.<module>` (kept for old
+# scripts; `lindit world ...` is the command) does not run a module that importing the package already loaded.
 _EXPORTS = {
     **dict.fromkeys(["adherence", "classify_pixels", "detect", "matches"], "detect"),
     **dict.fromkeys(["WorldClassifier", "train_classifier"], "features"),

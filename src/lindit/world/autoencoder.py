@@ -30,6 +30,7 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cli import forward, positive_int
 from ..io import atomic_dir, write_json
 
 ASSET = Path(__file__).parent / "assets" / "autoencoder"
@@ -245,17 +246,25 @@ def reconstruction_report(n: int = 1000, seed: int = 4242, path: str | Path | No
             "adherence_sampled": adherence(sampled, labels)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """python -m lindit.world.autoencoder [--n N] [--path DIR]: print reconstruction_report()."""
-    import argparse
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("autoencoder", help="faithfulness of the world's autoencoder on held-out images",
+                              description="Faithfulness of the world's autoencoder on held-out images: "
+                                          "print reconstruction_report().")
+    p.add_argument("--n", type=positive_int, default=1000)
+    p.add_argument("--path", help="an autoencoder folder (default: the shipped one)")
+    p.set_defaults(func=run)
 
-    parser = argparse.ArgumentParser(description="Faithfulness of the world's autoencoder on held-out images.")
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--path", help="an autoencoder folder (default: the shipped one)")
-    args = parser.parse_args(argv)
+
+def run(args) -> int:
     for key, value in reconstruction_report(args.n, path=args.path).items():
         print(f"{key}: {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.world.autoencoder ARGS``, kept for old scripts: runs ``lindit world autoencoder ARGS``."""
+    return forward(["world", "autoencoder"], argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,12 +9,11 @@ are resized to 36x36 inside.
 The trained weights ship in ``assets/classifier.safetensors`` with ``assets/classifier.json`` recording
 the training settings and held-out accuracy; retrain deterministically on the CPU (about 90 s on 2 idle cores) with
 
-    python -m lindit.world.features --train --out src/lindit/world/assets/classifier.safetensors
+    lindit world features --train --out src/lindit/world/assets/classifier.safetensors
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import time
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cli import CLIError, forward, positive_int
 from .assets import ASSETS, load_asset, save_asset
 from .grammar import COLOURS, POSITIONS, SHAPES, WorldObject
 from .shapes import ShapesDataset, render_scene
@@ -43,7 +43,7 @@ __all__ = [
 INPUT_SIZE = 36  # 12 px per layout cell
 CELL_CLASSES = 1 + len(SHAPES) * len(COLOURS)  # 0: empty cell
 ASSET = ASSETS / "classifier.safetensors"
-COMMAND = "python -m lindit.world.features --train --out src/lindit/world/assets/classifier.safetensors"
+COMMAND = "lindit world features --train --out src/lindit/world/assets/classifier.safetensors"
 
 
 def cell_targets(label: list[WorldObject]) -> torch.Tensor:
@@ -100,7 +100,7 @@ class WorldClassifier(nn.Module):
 
     @classmethod
     def builtin(cls, path: str | Path = ASSET) -> WorldClassifier:
-        """The shipped classifier (or one written by ``python -m lindit.world.features --train``), eval mode."""
+        """The shipped classifier (or one written by ``lindit world features --train``), eval mode."""
         state, record = load_asset(path)
         model = cls(**record["config"])
         model.load_state_dict(state)
@@ -212,16 +212,26 @@ def write_assets(path: str | Path, settings: TrainSettings) -> Path:
     return save_asset(path, model.state_dict(), record)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the shapes world's feature classifier.")
-    parser.add_argument("--train", action="store_true", help="train from scratch and write the weights")
-    parser.add_argument("--out", default=str(ASSET), help="output .safetensors path")
-    parser.add_argument("--steps", type=int, default=TrainSettings.steps)
-    args = parser.parse_args(argv)
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("features", help="train the feature classifier the world's FID uses",
+                              description="Train the shapes world's feature classifier (its FID space).")
+    p.add_argument("--train", action="store_true", help="train from scratch and write the weights")
+    p.add_argument("--out", default=str(ASSET), help="output .safetensors path")
+    p.add_argument("--steps", type=positive_int, default=TrainSettings.steps)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
     if not args.train:
-        parser.error("nothing to do: pass --train")
+        raise CLIError("nothing to do: pass --train")
     print(f"wrote {write_assets(args.out, TrainSettings(steps=args.steps))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.world.features ARGS``, kept for old scripts: runs ``lindit world features ARGS``."""
+    return forward(["world", "features"], argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

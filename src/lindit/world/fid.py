@@ -4,18 +4,18 @@ torchmetrics' ``FrechetInceptionDistance`` accepts any ``nn.Module`` as its feat
 feature count from a ``num_features`` attribute and, with ``normalize=True``, passes float images in [0, 1]
 to the module unchanged. ``WorldFeatures`` adapts the classifier to that contract.
 
-    python -m lindit.world.fid --n 1000   # FID of real images against real, noisy, blurred, recoloured sets
+    lindit world fid --n 1000   # FID of real images against real, noisy, blurred, recoloured sets
 """
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from ..cli import forward, positive_int
 from .detect import to_unit
 from .features import WorldClassifier
 from .shapes import ShapesDataset, render_scene
@@ -110,14 +110,25 @@ def sanity(n: int = 1000, size: int | tuple[int, int] = 32) -> dict[str, float]:
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Sanity check of the shapes world's FID.")
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=32)
-    args = parser.parse_args(argv)
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("fid", help="the world's FID of real images against noisy, blurred, recoloured ones",
+                              description="Sanity check of the shapes world's FID: real images against real, "
+                                          "noisy, blurred and recoloured sets.")
+    p.add_argument("--n", type=positive_int, default=1000)
+    p.add_argument("--size", type=positive_int, default=32)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
     for name, value in sanity(args.n, args.size).items():
         print(f"{name:>18}: {value:8.1f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.world.fid ARGS``, kept for old scripts: runs ``lindit world fid ARGS``."""
+    return forward(["world", "fid"], argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,17 +6,17 @@ across runs and machines, and datasets of different streams (text-to-image, clas
 prompts) or seeds never share a sample. The scene (objects and their jitter) does not depend on the size:
 sample ``i`` at 32x32 and at 64x48 shows the same objects.
 
-    python -m lindit.world.shapes --grid docs/world-samples.png   # a PNG grid of samples + their captions
+    lindit world shapes --grid docs/world-samples.png   # a PNG grid of samples + their captions
 """
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..cli import forward, nonnegative_int, out_path, positive_int
 from .draw import SCALE_RANGE, PlacedObject, render
 from .grammar import COLOURS, POSITIONS, SHAPES, WorldObject, caption
 
@@ -186,16 +186,26 @@ def save_grid(
     return [data.caption(i) for i in range(n)]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="The shapes world: write a grid of samples.")
-    parser.add_argument("--grid", required=True, help="output PNG path")
-    parser.add_argument("--n", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=32)
-    args = parser.parse_args(argv)
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("shapes", help="write a PNG grid of the world's samples and their captions",
+                              description="The shapes world: write a grid of samples and print their captions.")
+    p.add_argument("--grid", type=out_path, required=True, help="output PNG path")
+    p.add_argument("--n", type=positive_int, default=16)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--size", type=positive_int, default=32)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
     for i, text in enumerate(save_grid(args.grid, args.n, args.seed, args.size)):
         print(f"{i:2d}: {text}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.world.shapes ARGS``, kept for old scripts: runs ``lindit world shapes ARGS``."""
+    return forward(["world", "shapes"], argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

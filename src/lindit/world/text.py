@@ -8,12 +8,11 @@ a diffusion model learns to read it the way it learns to read a real frozen text
 The weights ship in ``assets/text_encoder.safetensors`` (about 0.3 MB) with their config in
 ``assets/text_encoder.json``; regenerate both with
 
-    python -m lindit.world.text --write-assets
+    lindit world text --write-assets
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cli import CLIError, forward
 from .assets import ASSETS, load_asset, save_asset
 from .grammar import vocabulary
 
@@ -31,6 +31,7 @@ SPECIALS = ("<pad>", "<unk>")
 PAD, UNK = 0, 1
 SEED = 1234
 ASSET = ASSETS / "text_encoder.safetensors"
+COMMAND = "lindit world text --write-assets"  # recorded with the weights: how to remake them
 DEFAULT_CONFIG = {"max_length": 16, "width": 64, "depth": 2, "heads": 4, "pooled_dim": 64}
 
 
@@ -146,7 +147,7 @@ class TextEncoder(nn.Module):
         """The shipped encoder (or one written by ``write_assets``), in eval mode."""
         state, record = load_asset(path)
         if record["vocab"] != vocabulary():
-            hint = "run `python -m lindit.world.text --write-assets` to regenerate it"
+            hint = f"run `{COMMAND}` to regenerate it"
             raise ValueError(f"{path} was made for another caption vocabulary; {hint}")
         model = cls(record["vocab"], **record["config"])
         model.load_state_dict(state)
@@ -179,7 +180,7 @@ def write_assets(path: str | Path = ASSET, seed: int = SEED) -> Path:
     """Generate the built-in encoder and write its weights to ``path`` and its config to the .json beside."""
     model = build_text_encoder(seed)
     record = {
-        "command": "python -m lindit.world.text --write-assets",
+        "command": COMMAND,
         "seed": seed,
         "config": model.config,
         "vocab": model.tokenizer.vocab[len(SPECIALS) :],
@@ -189,16 +190,26 @@ def write_assets(path: str | Path = ASSET, seed: int = SEED) -> Path:
     return save_asset(path, model.state_dict(), record)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="The shapes world's built-in text encoder.")
-    parser.add_argument("--write-assets", action="store_true", help="regenerate the shipped weights")
-    parser.add_argument("--out", default=str(ASSET), help="output .safetensors path")
-    parser.add_argument("--seed", type=int, default=SEED)
-    args = parser.parse_args(argv)
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("text", help="regenerate the built-in text encoder's shipped weights",
+                              description="The shapes world's built-in text encoder: regenerate its weights.")
+    p.add_argument("--write-assets", action="store_true", help="regenerate the shipped weights")
+    p.add_argument("--out", default=str(ASSET), help="output .safetensors path")
+    p.add_argument("--seed", type=int, default=SEED)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
     if not args.write_assets:
-        parser.error("nothing to do: pass --write-assets")
+        raise CLIError("nothing to do: pass --write-assets")
     print(f"wrote {write_assets(args.out, args.seed)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lindit.world.text ARGS``, kept for old scripts: runs ``lindit world text ARGS``."""
+    return forward(["world", "text"], argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""One ``lindit`` command tree: every command and group subcommand is reached from ``lindit``, none hides behind
+``python -m``, each answers ``--help``, and a bad argument anywhere in the tree is one line on stderr."""
+
+import ast
+import importlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import lindit.cli as cli
+from lindit.cli import COMMANDS, main
+
+SRC = Path(cli.__file__).parent
+
+
+def command_lines() -> list[list[str]]:
+    """Every command of the tree as its words: ``["convert"]``, ``["world"]``, ``["world", "fid"]``, ..."""
+    lines = []
+    for name, (target, _) in COMMANDS.items():
+        lines.append([name])
+        if isinstance(target, dict):
+            lines += [[name, sub] for sub in target]
+    return lines
+
+
+def reachable_modules() -> set[str]:
+    """The modules whose parsers ``lindit`` builds, groups included."""
+    found = {"lindit.cli"}
+    for target, _ in COMMANDS.values():
+        found |= {module for module, _ in target.values()} if isinstance(target, dict) else {target}
+    return found
+
+
+def entry_points(root: Path) -> set[str]:
+    """Modules under ``root`` that run as ``python -m``: an ``if __name__ == "__main__"`` block or a __main__.py."""
+    found = set()
+    for path in root.rglob("*.py"):
+        module = ".".join(("lindit", *path.relative_to(root).with_suffix("").parts))
+        if path.name == "__main__.py" or any(_is_main_guard(node) for node in ast.walk(ast.parse(path.read_text()))):
+            found.add(module.removesuffix(".__init__"))
+    return found
+
+
+def _is_main_guard(node) -> bool:
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare) or len(node.test.comparators) != 1:
+        return False
+    sides = {ast.unparse(node.test.left), ast.unparse(node.test.comparators[0])}
+    return sides in ({"__name__", "'__main__'"}, {"__name__", '"__main__"'})
+
+
+@pytest.mark.parametrize("words", command_lines(), ids=" ".join)
+def test_every_command_answers_help(words, capsys):
+    assert main([*words, "--help"]) == 0
+    assert capsys.readouterr().out.split()[: len(words) + 2] == ["usage:", "lindit", *words]
+
+
+def test_top_level_help_lists_the_groups_without_importing_any_command(monkeypatch, capsys):
+    imported = []
+
+    def import_module(name):
+        imported.append(name)
+        return importlib.import_module(name)
+
+    monkeypatch.setattr(cli, "importlib", SimpleNamespace(import_module=import_module))
+    assert main(["--help"]) == 0
+    assert imported == [] and listed(capsys.readouterr().out) == set(COMMANDS)
+    assert main(["world", "--help"]) == 0 and imported == []  # a group lists its subcommands lazily too
+    assert listed(capsys.readouterr().out) == set(cli.WORLD)
+    assert main(["deploy", "quality", "--help"]) == 0 and imported == ["lindit.deploy.quality"]
+
+
+def listed(help_text: str) -> set[str]:
+    """The command names a --help lists (argparse indents them by four spaces, their help further)."""
+    return {line.split()[0] for line in help_text.splitlines() if line.startswith("    ") and line[4] != " "}
+
+
+def test_no_module_is_a_hidden_entry_point():
+    hidden = entry_points(SRC) - reachable_modules()
+    assert not hidden, f"reachable only as `python -m`: {sorted(hidden)}; add them to lindit.cli.COMMANDS"
+
+
+def test_the_scan_finds_a_new_hidden_entry_point(tmp_path):
+    """The check above would fail on a new ``python -m`` tool (a block, or a package's __main__.py)."""
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "fid.py").write_text('if __name__ == "__main__":\n    main()\n')
+    (tmp_path / "world" / "newtool.py").write_text("if '__main__' == __name__:\n    main()\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__main__.py").write_text("print('hi')\n")
+    (tmp_path / "quiet.py").write_text("name = '__main__'\n")
+    assert entry_points(tmp_path) - reachable_modules() == {"lindit.world.newtool", "lindit.pkg.__main__"}
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["world", "fid", "--n", "abc"], "lindit world fid: error: argument --n: expected an integer, got 'abc'"),
+    (["deploy", "bench", "--sizes", "0"], "lindit deploy bench: error: argument --sizes: must be a positive integer"),
+    (["world", "text"], "lindit world text: error: nothing to do: pass --write-assets"),
+    (["deploy"], "lindit deploy: error: the following arguments are required: COMMAND"),
+])
+def test_a_bad_argument_in_a_group_is_one_line(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(fragment) and "Traceback" not in err, err
+
+
+def test_the_kept_python_m_entry_point_runs_the_same_command(capsys):
+    from lindit.world import fid
+
+    assert fid.main(["--n", "abc"]) == 2  # what `python -m lindit.world.fid --n abc` returns
+    assert capsys.readouterr().err.startswith("lindit world fid: error: argument --n")
