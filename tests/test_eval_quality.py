@@ -162,6 +162,22 @@ def test_fid_is_zero_for_a_set_against_itself_and_grows_with_corruption():
     assert fid(to_pil(real)) == pytest.approx(same, abs=1e-3)
 
 
+def test_world_and_inception_fids_share_one_frechet_distance():
+    """``frechet_distance_of_batches`` (float batches in [0, 1]) is what both ``frechet_distance``s call."""
+    from lindit.world import fid as world_fid
+
+    real, _ = world_set()
+    fake = (real + 0.3 * torch.randn(real.shape, generator=torch.Generator().manual_seed(2))).clamp(-1, 1)
+    unit = lambda images: [torch.stack(quality.as_uint8(images)).float() / 255]  # noqa: E731
+    assert quality.frechet_distance_of_batches(unit(real), unit(fake), StandInFeatures()) == pytest.approx(
+        quality.frechet_distance(real, fake, StandInFeatures(), batch_size=5), rel=1e-4)
+    world = world_fid.WorldFeatures()
+    assert world_fid.frechet_distance(real, fake, batch_size=7) == pytest.approx(
+        quality.frechet_distance_of_batches([(real + 1) / 2], [(fake + 1) / 2], world), rel=1e-4)
+    with pytest.raises(ValueError, match="at least 2 generated images, got 1"):
+        quality.frechet_distance_of_batches(unit(real), unit(fake[:1]), StandInFeatures())
+
+
 def test_inception_features_roundtrip_through_safetensors_and_pth(tmp_path, inception_file):
     from safetensors.torch import load_file
 

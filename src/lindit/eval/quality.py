@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["METRICS", "Evaluation", "as_uint8", "class_adherence", "clip_score", "evaluate", "frechet_distance",
-           "generate", "generate_batches", "image_files", "is_world_pipeline", "load_clip", "load_images",
-           "parse_class_labels", "read_prompts"]
+__all__ = ["METRICS", "Evaluation", "as_uint8", "class_adherence", "clip_score", "evaluate", "fid_metric_on",
+           "frechet_distance", "frechet_distance_of_batches", "generate", "generate_batches", "image_files",
+           "is_world_pipeline", "load_clip", "load_images", "parse_class_labels", "read_prompts"]
 
 METRICS = ("fid", "clip_score", "adherence", "world_fid")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -177,16 +177,25 @@ class _Skip(ValueError):
     """These inputs do not allow the metric (e.g. too few images for FID); the message says why."""
 
 
-def _fid_metric(feature: nn.Module):
+def fid_metric_on(feature: nn.Module, **kwargs):
+    """torchmetrics' streaming FID on the features of ``feature``: ``update(images (B, 3, H, W) float in [0, 1],
+    real=...)``, then ``compute()``. ``kwargs`` go to torchmetrics (e.g. ``reset_real_features=False``)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return FrechetInceptionDistance(feature=feature, normalize=True)  # floats in [0, 1] reach ``feature`` as they are
+    # normalize=True: floats in [0, 1] reach ``feature`` as they are
+    return FrechetInceptionDistance(feature=feature, normalize=True, **kwargs)
+
+
+def _unit_batches(images: list[torch.Tensor], batch_size: int):
+    """uint8 images (3, H, W) -> float batches (B, 3, H, W) in [0, 1], one size per batch."""
+    for batch in _batches(images, batch_size):
+        yield batch.float() / 255
 
 
 def _update_fids(metrics: list, images: list[torch.Tensor], real: bool, batch_size: int) -> None:
-    for batch in _batches(images, batch_size):
+    for batch in _unit_batches(images, batch_size):
         for metric in metrics:
-            metric.update(batch.float() / 255, real=real)  # (B, 3, H, W) in [0, 1]
+            metric.update(batch, real=real)
 
 
 def _compute_fid(metric) -> float:
@@ -197,16 +206,24 @@ def _compute_fid(metric) -> float:
     return float(metric.compute())
 
 
+def frechet_distance_of_batches(real, fake, feature: nn.Module) -> float:
+    """The Frechet distance between the feature Gaussians of two image sets, each given as batches
+    (B, 3, H, W) float in [0, 1] (torchmetrics' FID on ``feature``); the one place lindit computes it."""
+    metric = fid_metric_on(feature)
+    for batches, is_real in ((real, True), (fake, False)):
+        for batch in batches:
+            metric.update(batch, real=is_real)
+    return _compute_fid(metric)
+
+
 def frechet_distance(real, fake, feature: nn.Module, batch_size: int = 32) -> float:
     """Frechet distance between two image sets on the features of ``feature`` (torchmetrics' FID).
 
     ``feature``: any module mapping images (B, 3, H, W) float in [0, 1] to (B, F), with ``num_features``
     (``InceptionFeatures`` for real FID, ``lindit.world.fid.WorldFeatures`` for the world's).
     """
-    metric = _fid_metric(feature)
-    _update_fids([metric], as_uint8(real), True, batch_size)
-    _update_fids([metric], as_uint8(fake), False, batch_size)
-    return _compute_fid(metric)
+    return frechet_distance_of_batches(_unit_batches(as_uint8(real), batch_size),
+                                       _unit_batches(as_uint8(fake), batch_size), feature)
 
 
 class _TensorFeatures(nn.Module):
@@ -332,7 +349,7 @@ class Evaluation:
             self.skipped["world_fid"] = no_reference
         else:
             extractors["world_fid"] = WorldFeatures()
-        return {name: _fid_metric(extractor) for name, extractor in extractors.items()}
+        return {name: fid_metric_on(extractor) for name, extractor in extractors.items()}
 
     def _add_reference(self, reference) -> None:
         files = image_files(reference) if isinstance(reference, (str, Path)) else reference

@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from ..cli import forward, positive_int
+from ..eval.quality import fid_metric_on, frechet_distance_of_batches
 from .detect import to_unit
 from .features import WorldClassifier
 from .shapes import ShapesDataset, render_scene
@@ -40,7 +41,7 @@ def fid_metric(classifier: WorldClassifier | None = None, **kwargs) -> FrechetIn
     """A streaming FID metric on world features: ``update(images (B, 3, H, W) in [0, 1], real=...)``, then
     ``compute()``. ``kwargs`` go to torchmetrics, e.g. ``reset_real_features=False`` to keep the real
     statistics across ``reset()`` and score several fake sets against them."""
-    return FrechetInceptionDistance(feature=WorldFeatures(classifier), normalize=True, **kwargs)
+    return fid_metric_on(WorldFeatures(classifier), **kwargs)
 
 
 def _to_unit_batch(images: torch.Tensor) -> torch.Tensor:
@@ -56,11 +57,10 @@ def frechet_distance(
     upwards by about c / N for finite sets (two real sets of 32x32 images: c ~ 1.2e5, i.e. ~120 at N=1000,
     ~60 at N=2000), so compare models only at equal N.
     """
-    metric = fid_metric(classifier)
-    for images, is_real in ((real, True), (fake, False)):
-        for start in range(0, len(images), batch_size):
-            metric.update(_to_unit_batch(images[start : start + batch_size]), real=is_real)
-    return float(metric.compute())
+    def batches(images):
+        return (_to_unit_batch(images[start : start + batch_size]) for start in range(0, len(images), batch_size))
+
+    return frechet_distance_of_batches(batches(real), batches(fake), WorldFeatures(classifier))
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
