@@ -10,6 +10,7 @@ import torch
 
 from . import __version__
 from .cli import finite_float, out_path, positive_int
+from .dtypes import dtype_name, resolve_dtype
 
 
 def add_parser(subparsers) -> None:
@@ -25,7 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--guidance", type=finite_float, default=4.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=positive_int, default=1, help="images per prompt")
-    p.add_argument("--dtype", default="float32", type=_dtype, metavar="DTYPE",
+    p.add_argument("--dtype", default="float32", type=dtype_name, metavar="DTYPE",
                    help="float32, bfloat16 (bf16) or float16 (fp16); linear attention keeps its sums in float32")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer (the first step pays the compilation, later steps and "
@@ -42,12 +43,6 @@ def add_parser(subparsers) -> None:
                    help="with --low-memory: load the text encoders with int8 weights (torchao, during loading: "
                         "T5-XXL takes 4.7 GB instead of 9.3 GB in bfloat16) or as stored (default: int8)")
     p.set_defaults(func=run)
-
-
-def _dtype(text: str) -> str:
-    from .eval.bench_device import dtype_name
-
-    return dtype_name(text)
 
 
 def _default_size(pipe) -> int:
@@ -107,7 +102,7 @@ def run(args) -> int:
 def _generate(rank: int, world: int, args) -> int:
     """Generate on one process; under --parallel every rank runs the pipeline on its band of rows and
     rank 0 writes the images."""
-    from .eval.measure import peak_memory_bytes, resolve_device, resolve_dtype
+    from .eval.measure import peak_memory_bytes, resolve_device
     from .generate import Request, check_conditioning, check_request
     from .integrations.diffusers.families import family_of
     from .io import atomic_path

@@ -8,8 +8,8 @@ from pathlib import Path
 from ..cli import positive_float, positive_int
 from ..io import write_json, write_text
 from . import bench_attention as ba
-from .bench_device import dtype_name
-from .measure import machine_info, resolve_device, resolve_dtype
+from ..dtypes import dtype_name, resolve_dtype
+from .measure import machine_info, resolve_device
 from .report import fmt_mb, fmt_seconds, markdown_table, pivot
 from .presets import PRESETS
 

@@ -1,4 +1,4 @@
-"""Device plumbing of the benchmarks: dtype names, and wall-clock timing that is honest on GPUs.
+"""Device plumbing of the benchmarks: wall-clock timing that is honest on GPUs.
 
 On CUDA a timed call is bracketed by CUDA events after a synchronisation (kernels are asynchronous: a host
 clock alone would time the launch), with warm-up calls first; on the CPU it is ``time.perf_counter``.
@@ -6,21 +6,9 @@ clock alone would time the launch), with warm-up calls first; on the CPU it is `
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
-
-DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16",
-                 "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-def dtype_name(text: str) -> str:
-    """argparse type: a dtype name or alias (bf16, fp16, fp32) -> its torch name."""
-    if text not in DTYPE_ALIASES:
-        raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; valid: float32 (fp32), bfloat16 (bf16), "
-                                         "float16 (fp16)")
-    return DTYPE_ALIASES[text]
 
 
 def timed(fn, device: torch.device) -> float:

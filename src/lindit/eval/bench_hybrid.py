@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from ..functional import hybrid_attention, hybrid_attention_reference
-from .bench_device import dtype_name, timed
+from ..dtypes import dtype_name, resolve_dtype
+from .bench_device import timed
 from .bench_precision import temporaries
-from .measure import peak_memory_bytes, resolve_device, resolve_dtype
+from .measure import peak_memory_bytes, resolve_device
 
 IMPLEMENTATIONS = {"streaming (lindit)": hybrid_attention, "reference (materialised)": hybrid_attention_reference}
 

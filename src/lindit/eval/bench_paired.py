@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .bench_device import dtype_name, timed
+from ..dtypes import dtype_name, resolve_dtype
+from .bench_device import timed
 from .bench_model import BlockTimer, ModelSettings, meta_model, one_block_model, type_plan
 from .presets import Preset
 
@@ -238,7 +239,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..io import write_json, write_text
-    from .measure import machine_info, resolve_device, resolve_dtype
+    from .measure import machine_info, resolve_device
     from .presets import PRESETS
 
     device, dtypes = resolve_device(args.device), [resolve_dtype(d) for d in dict.fromkeys(args.dtype)]

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..dtypes import resolve_dtype
 from ..modules.shard import CommCounter
 from ..parallel import enable_sequence_parallel, launch
 from .bench_model import materialize, meta_model
@@ -34,7 +35,7 @@ def _model(preset_name: str, method: str, blocks: int, dtype) -> nn.Module:
 
 
 def _worker(rank: int, world: int, cfg: dict, out: str) -> None:
-    dtype = getattr(torch, cfg["dtype"])
+    dtype = resolve_dtype(cfg["dtype"])
     model = _model(cfg["preset"], cfg["method"], cfg["blocks"], dtype)
     inputs = PRESETS[cfg["preset"]].inputs(cfg["height"] // 8, cfg["width"] // 8, "cpu", dtype)
     if world > 1:

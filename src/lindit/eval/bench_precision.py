@@ -20,9 +20,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..dtypes import DTYPES
 from ..functional import NORMALISERS, linear_attention, linear_attention_reference, normaliser
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 KINDS = ("normal", "zero", "large")
 # Documented in lindit.functional: |out - out64| <= out_tol * max|v|, |grad - grad64| <= grad_tol * max|grad64|.
 # fp32 gradients sum 262,144 terms in float32: about sqrt(N) * 2^-24 = 3e-5 of rounding before any other error.
@@ -160,7 +160,7 @@ def add_parser(kinds) -> None:
     p.add_argument("--tokens", type=int, default=262_144, help="tokens of the accuracy check (default 262144)")
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--dim", type=int, default=64, help="head dimension (default 64, SD3.5's)")
-    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    p.add_argument("--dtypes", nargs="+", choices=list(TOLERANCE), default=list(TOLERANCE))
     p.add_argument("--gradient-tokens", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     p.add_argument("--out", type=Path, default=Path("bench-output"), help="directory for precision.md and .json")
     p.set_defaults(func=run)

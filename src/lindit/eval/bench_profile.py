@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .bench_model import BlockTimer, ModelSettings, meta_model, one_block_model, type_plan
-from .measure import resolve_dtype
+from ..dtypes import resolve_dtype
 
 CATEGORIES = {  # substrings of aten op names -> category; the first category that matches wins
     "GEMM": ("mm", "linear", "matmul"),

@@ -136,7 +136,8 @@ def _record(args, conditions, inputs, size, device, report, seconds) -> dict:
 
 def run(args) -> int:
     from ..generate import pipeline
-    from .measure import resolve_device, resolve_dtype
+    from ..dtypes import resolve_dtype
+    from .measure import resolve_device
 
     conditions = _conditions(args)
     check_output(args.out, args.overwrite)

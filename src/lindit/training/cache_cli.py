@@ -110,7 +110,7 @@ def encode(cfg, out: Path, resolutions: list[int], batch_size: int = 16, shard_s
 
     from ..integrations.diffusers.families import family_by_class_name
     from .cache import write_cache
-    from .components import DTYPES
+    from ..dtypes import MIXED_PRECISION
     from .data import RawDataset, make_buckets, open_source
     from .encoders import build_encoders, conditioning_kind
     from .models import model_config
@@ -119,7 +119,7 @@ def encode(cfg, out: Path, resolutions: list[int], batch_size: int = 16, shard_s
     family = family_by_class_name(config["_class_name"]).name
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoders = build_encoders(cfg.model, family, config.get("num_embeds_ada_norm"), device,
-                              DTYPES[cfg.training.mixed_precision])  # fmt: skip
+                              MIXED_PRECISION[cfg.training.mixed_precision])  # fmt: skip
     meta = {"family": family, "conditioning": conditioning_kind(cfg.model.conditioning, family),
             "vae": cfg.model.vae, "base": cfg.model.base, "vae_scale_factor": encoders.images.scale_factor}
     source, folders = open_source(cfg.data), []

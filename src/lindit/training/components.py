@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..dtypes import MIXED_PRECISION
 from ..integrations.diffusers.families import family_of
 from .cache import CachedDataset, cache_dir, check_cache
 from .config import RunConfig, StageConfig
@@ -15,9 +16,6 @@ from .data import RawDataset, make_buckets, open_source
 from .encoders import build_encoders, conditioning_kind
 from .losses import make_objective
 from .models import adopt_teacher_config, build_student, disable_label_dropout, load_teacher_source
-
-DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 class Teachers:
     """The teacher of each stage, loaded when first needed: ``same`` keeps the previous stage's teacher.
@@ -74,7 +72,7 @@ class Components:
 
 def build_components(cfg: RunConfig, device: torch.device) -> Components:
     """Teachers, the student (converted from the run's teacher, or loaded), objective and encoders."""
-    dtype = DTYPES[cfg.training.mixed_precision]
+    dtype = MIXED_PRECISION[cfg.training.mixed_precision]
     teachers = Teachers(cfg, device, dtype)
     first_teacher = None if cfg.model.student is not None else teachers.load(-1, to_device=False)
     student = build_student(cfg.model, first_teacher)

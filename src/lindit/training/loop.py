@@ -26,9 +26,10 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
+from ..dtypes import MIXED_PRECISION
 from ..integrations.diffusers import converted_layers
 from .checkpoint import checkpoint_root, load_checkpoint, read_state, save_checkpoint
-from .components import DTYPES, Components, build_components, check_sources, stage_data, student_for_stage
+from .components import Components, build_components, check_sources, stage_data, student_for_stage
 from .config import RunConfig, load_config, parse_config
 from .divergence import NonFiniteGuard, apply_stage_lr, check_finite_weights
 from .data import BatchOrder, BucketBatches, collate, drop_captions
@@ -276,7 +277,7 @@ class _StageLoop:
         return loss_terms(self.weights, noisy, out, comp.in_channels, t_out, s_feats, t_feats)
 
     def teacher_forward(self, noisy, cond: dict, recording) -> tuple[torch.Tensor, dict]:
-        comp, dtype = self.t.comp, DTYPES[self.t.cfg.training.mixed_precision]
+        comp, dtype = self.t.comp, MIXED_PRECISION[self.t.cfg.training.mixed_precision]
         with torch.no_grad(), self.t.acc.autocast(), recording as t_feats:
             t_out = self.teacher(**model_inputs(comp, self.teacher, noisy, cond, dtype))[0]
         return t_out, t_feats
