@@ -1,11 +1,13 @@
 """``lindit generate`` and ``lindit.pipeline`` with offline tiny pipeline folders."""
 
+import diffusers
 import pytest
 from diffusers import PixArtSigmaPipeline
 from PIL import Image
 
 import lindit
 from lindit.cli import main
+from lindit.integrations.diffusers.families import FAMILIES
 from tiny_pipelines import save_dit_pipeline, save_pixart_pipeline
 
 
@@ -17,6 +19,12 @@ def pixart(tmp_path_factory):
     lindit.save(lindit.convert(teacher, "edit"), root / "edit")
     return base, root / "edit"
 
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_each_family_names_the_stock_pipeline_that_generate_builds(name):
+    cls = FAMILIES[name].pipeline_class()
+    assert issubclass(cls, diffusers.DiffusionPipeline) and cls.__name__ == FAMILIES[name].pipeline
 
 def test_generate_writes_pngs_with_metadata(pixart, tmp_path, capsys):
     base, model = pixart

@@ -15,18 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .integrations.diffusers.families import family_by_class_name, family_of
+from .integrations.diffusers.families import FAMILIES, family_by_class_name, family_of
 from .errors import NonFiniteOutput
 from .models import BUILTIN_PREFIX, load_model
-
-PIPELINES = {"pixart": "PixArtSigmaPipeline", "sd3": "StableDiffusion3Pipeline", "dit": "DiTPipeline"}
-
-
-def _pipeline_class(family: str):
-    import diffusers
-
-    return getattr(diffusers, PIPELINES[family])
-
 
 def pipeline(model: str | nn.Module, base: str | Path | None = None, dtype: torch.dtype | None = None,
              device: str | torch.device = "cpu"):
@@ -48,14 +39,14 @@ def pipeline(model: str | nn.Module, base: str | Path | None = None, dtype: torc
             "with the VAE, scheduler and text encoders"
         )
     transformer = load_model(spec, device=device, dtype=dtype) if spec is not None else model
-    family = family_of(transformer).name
+    family = family_of(transformer)
     if isinstance(base, str) and base.startswith(BUILTIN_PREFIX):  # e.g. a student of a built-in teacher
         from .world.teachers import builtin_pipeline, settings_of
 
         base_family = settings_of(base[len(BUILTIN_PREFIX):]).family
         _check_base_family(base, base_family, transformer)
         return builtin_pipeline(base[len(BUILTIN_PREFIX):], transformer=transformer, device=device, dtype=dtype)
-    cls = _pipeline_class(family)
+    cls = family.pipeline_class()
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if Path(base).exists():
         _check_base_folder(Path(base), transformer)
@@ -81,7 +72,7 @@ def _check_base_folder(base: Path, transformer: nn.Module) -> None:
         base_family = family_by_class_name(str(entry[1])).name
     except (ValueError, AttributeError, IndexError, TypeError):
         raise ValueError(f"--base {base}: model_index.json names no transformer lindit knows "
-                         f"({', '.join(PIPELINES.values())} pipelines work)") from None
+                         f"({', '.join(f.pipeline for f in FAMILIES.values())} pipelines work)") from None
     _check_base_family(str(base), base_family, transformer)
 
 

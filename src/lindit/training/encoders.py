@@ -134,12 +134,9 @@ def conditioning_kind(requested: str, family: str) -> str:
 
 def load_pipeline(base: str, family: str, dtype: torch.dtype):
     """The family's stock pipeline from ``base`` without its transformer (only VAE, encoders, scheduler)."""
-    import diffusers
-
     from ..integrations.diffusers.families import FAMILIES
 
-    cls = getattr(diffusers, FAMILIES[family].pipeline)
-    return cls.from_pretrained(base, transformer=None, dtype=dtype)
+    return FAMILIES[family].pipeline_class().from_pretrained(base, transformer=None, dtype=dtype)
 
 
 def _images(vae: str, pipe, device: torch.device):

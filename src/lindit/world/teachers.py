@@ -174,7 +174,7 @@ def builtin_pipeline(name: str, transformer: nn.Module | None = None, device: st
     """The stock diffusers pipeline of built-in teacher ``name`` (or of ``transformer``, e.g. its student):
     PixArtSigmaPipeline, StableDiffusion3Pipeline or DiTPipeline, with the world's autoencoder and the
     teacher's scheduler. Text pipelines carry ``lindit_encode_prompts`` (see ``BuiltinPromptEncoder``)."""
-    import diffusers
+    from ..integrations.diffusers.families import FAMILIES
 
     settings = settings_of(name)
     transformer = load_builtin_teacher(name) if transformer is None else transformer
@@ -183,16 +183,17 @@ def builtin_pipeline(name: str, transformer: nn.Module | None = None, device: st
     transformer = transformer.to(device)
     parts = dict(transformer=transformer.eval(), vae=load_world_autoencoder().to(device),
                  scheduler=scheduler_of(settings))
+    cls = FAMILIES[settings.family].pipeline_class()
     if settings.family == "pixart":
-        pipe = diffusers.PixArtSigmaPipeline(tokenizer=None, text_encoder=None, **parts)
+        pipe = cls(tokenizer=None, text_encoder=None, **parts)
     elif settings.family == "sd3":
-        pipe = diffusers.StableDiffusion3Pipeline(text_encoder=None, tokenizer=None, text_encoder_2=None,
-                                                  tokenizer_2=None, text_encoder_3=None, tokenizer_3=None, **parts)
+        pipe = cls(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
+                   tokenizer_3=None, **parts)
     else:
         from .shapes import ShapesClassDataset
 
         labels = {i: n for i, n in enumerate(ShapesClassDataset.class_names)}
-        pipe = diffusers.DiTPipeline(id2label=labels, **parts)
+        pipe = cls(id2label=labels, **parts)
     if settings.conditioning == "builtin":
         pipe.lindit_encode_prompts = BuiltinPromptEncoder(settings.family, device, dtype)
     pipe.lindit_builtin = name

@@ -27,6 +27,12 @@ class Family:
     attention: str  # attribute of each block that holds the main attention
     pipeline: str  # the stock diffusers pipeline class name
 
+    def pipeline_class(self) -> type:
+        """The stock diffusers pipeline class of this family (``diffusers.<pipeline>``)."""
+        import diffusers
+
+        return getattr(diffusers, self.pipeline)
+
 
 FAMILIES = {
     "pixart": Family("pixart", PixArtTransformer2DModel, "self", "edit", "attn1", "PixArtSigmaPipeline"),
@@ -45,6 +51,7 @@ def family_of(model: nn.Module) -> Family:
 
 
 def family_by_class_name(name: str) -> Family:
+    """The family whose transformer class is called ``name``; ValueError naming the supported classes."""
     for fam in FAMILIES.values():
         if fam.model_class.__name__ == name:
             return fam
