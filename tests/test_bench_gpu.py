@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lindit.cli import main
-from lindit.eval import bench_device, measure
+from lindit.eval import measure, timing
 from test_bench_model import tiny_presets  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def fake_cuda(monkeypatch):
 
 
 def test_cuda_timing_uses_events_after_a_synchronisation(fake_cuda):
-    seconds = bench_device.timed(lambda: fake_cuda.append("work"), torch.device("cuda"))
+    seconds = timing.timed(lambda: fake_cuda.append("work"), torch.device("cuda"))
     assert fake_cuda == ["synchronize", "record", "work", "record", "event.synchronize"]
     assert seconds == 2.0  # the events' own clock (work and the second record between them), not the host's
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lindit.cli import main
-from lindit.eval import bench_model as bm
-from lindit.eval.bench_report import fitted_slope
-from lindit.eval.presets import PRESETS, Preset
+from lindit.benchmarks import model_forward as bm
+from lindit.benchmarks.model_report import fitted_slope
+from lindit.benchmarks.presets import PRESETS, Preset
 from tiny_models import tiny_pixart, tiny_sd3
 
 TINY = {
@@ -92,8 +92,8 @@ def test_fitted_slope_recovers_power_laws():
 
 def test_dit_non_square_cells_are_skipped_with_the_reason():
     """DiTTransformer2DModel reshapes to a square grid: a non-square cell must be skipped, not crash the run."""
-    from lindit.eval.bench_model import _too_small_table
-    from lindit.eval.presets import PRESETS
+    from lindit.benchmarks.model_forward import _too_small_table
+    from lindit.benchmarks.presets import PRESETS
 
     reason = _too_small_table(PRESETS["dit-xl-2"], None, 96, 168)
     assert reason is not None and "square" in reason and "96x168" in reason

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from lindit.cli import main
-from lindit.eval import bench_paired as bp
+from lindit.benchmarks import paired as bp
 from test_bench_model import TINY, tiny_presets  # noqa: F401  (fixture)
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lindit.cli import main
-from lindit.eval.bench_targets import report
+from lindit.benchmarks.targets import report
 
 
 def _cell(preset, method, px, block_s, gflop=None, peak=None, skipped=None):

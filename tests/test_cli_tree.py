@@ -11,7 +11,7 @@ import pytest
 import lindit.cli as cli
 from lindit.cli import COMMANDS, main
 
-SRC = Path(cli.__file__).parent
+SRC = Path(cli.__file__).parent.parent  # src/lindit
 
 
 def command_lines() -> list[list[str]]:
@@ -26,7 +26,7 @@ def command_lines() -> list[list[str]]:
 
 def reachable_modules() -> set[str]:
     """The modules whose parsers ``lindit`` builds, groups included."""
-    found = {"lindit.cli"}
+    found = {"lindit.cli", "lindit.cli.__main__"}  # `python -m lindit.cli`, as `accelerate launch -m` runs it
     for target, _ in COMMANDS.values():
         found |= {module for module, _ in target.values()} if isinstance(target, dict) else {target}
     return found
@@ -67,7 +67,7 @@ def test_top_level_help_lists_the_groups_without_importing_any_command(monkeypat
     assert imported == [] and listed(capsys.readouterr().out) == set(COMMANDS)
     assert main(["world", "--help"]) == 0 and imported == []  # a group lists its subcommands lazily too
     assert listed(capsys.readouterr().out) == set(cli.WORLD)
-    assert main(["deploy", "quality", "--help"]) == 0 and imported == ["lindit.deploy.quality"]
+    assert main(["deploy", "quality", "--help"]) == 0 and imported == ["lindit.deploy.fidelity"]
 
 
 def listed(help_text: str) -> set[str]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lindit
-from lindit.eval.bench_precision import KINDS, accuracy_row
+from lindit.benchmarks.precision import KINDS, accuracy_row
 from lindit.functional import hybrid_attention, hybrid_attention_reference
 from tiny_models import BUILDERS, inputs
 
@@ -33,7 +33,7 @@ def no_tf32():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16", "float32"])
 def test_linear_attention_at_262144_tokens_matches_float64(dtype_name, kind):
-    """The same tolerances as on the CPU (lindit.eval.bench_precision.TOLERANCE), forward and gradients."""
+    """The same tolerances as on the CPU (lindit.benchmarks.precision.TOLERANCE), forward and gradients."""
     row = accuracy_row(262_144, 2, 64, dtype_name, kind, device="cuda")
     assert row["within_tolerance"], row
 

@@ -37,7 +37,7 @@ def test_inherit_setting_reaches_convert_options_except_kv_compress():
 
 def test_task_weight_sets_the_noise_loss_of_every_stage_and_keeps_the_recipes_other_terms():
     from lindit.cli import build_parser
-    from lindit.demo.cli import settings_from
+    from lindit.cli.demo import settings_from
     from lindit.training.config import RECIPES
 
     for family, recipe in (("pixart", "edit"), ("mmdit", "mm_edit"), ("dit", "lit")):
@@ -62,7 +62,7 @@ def test_task_weight_sets_the_noise_loss_of_every_stage_and_keeps_the_recipes_ot
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_feature_inputs_teacher_makes_the_first_half_a_layerwise_attention_transfer(family):
     from lindit.cli import build_parser
-    from lindit.demo.cli import settings_from
+    from lindit.cli.demo import settings_from
 
     args = build_parser(only="demo").parse_args(["demo", "--steps", "10", "--feature-inputs", "teacher"])
     cfg = parse_config(run_config(family, FAMILIES[family].methods[0], settings_from(args)))
@@ -76,7 +76,7 @@ def test_feature_inputs_teacher_makes_the_first_half_a_layerwise_attention_trans
 
 def test_schedule_ema_and_caption_dropout_options_reach_the_training_config():
     from lindit.cli import build_parser
-    from lindit.demo.cli import settings_from
+    from lindit.cli.demo import settings_from
 
     parser = build_parser(only="demo")
     args = parser.parse_args(["demo", "--steps", "10", "--lr-schedule", "cosine", "--ema", "warmup",
@@ -101,7 +101,7 @@ def test_schedule_ema_and_caption_dropout_options_reach_the_training_config():
 
 def test_methods_option_picks_the_students_and_passes_variant_options_to_convert(tmp_path):
     from lindit.cli import build_parser
-    from lindit.demo.cli import settings_from
+    from lindit.cli.demo import settings_from
     from lindit.demo.runner import run_demo
 
     args = build_parser(only="demo").parse_args(["demo", "--families", "pixart",
@@ -249,7 +249,7 @@ def test_claims_get_reproduced_not_reproduced_or_within_noise_by_the_stated_rule
 
 def test_seeds_option_reaches_the_settings_and_must_be_positive():
     from lindit.cli import build_parser
-    from lindit.demo.cli import settings_from
+    from lindit.cli.demo import settings_from
 
     parser = build_parser(only="demo")
     settings = settings_from(parser.parse_args(["demo", "--seeds", "3", "--seed", "4"]))
@@ -289,7 +289,7 @@ def test_mmdit_students_keep_the_last_block_in_softmax_and_mm_edit_uses_the_mome
 
 def test_feature_and_guidance_weights_reach_every_stage_of_the_recipe():
     from lindit.cli import build_parser
-    from lindit.demo.cli import settings_from
+    from lindit.cli.demo import settings_from
 
     parser = build_parser(only="demo")
     settings = settings_from(parser.parse_args(["demo", "--steps", "10", "--feature-weight", "0.5", "--guidance-kd", "2"]))
@@ -324,7 +324,7 @@ def test_a_paper_row_follows_its_papers_recipe_and_the_rest_the_demos():
 def test_paper_recipes_adds_each_familys_paper_row_once():
     """--paper-recipes: every family's list plus its paper student distilled with the paper's recipe."""
     from lindit.cli import build_parser
-    from lindit.demo.cli import settings_from
+    from lindit.cli.demo import settings_from
 
     parser = build_parser(only="demo")
     settings = settings_from(parser.parse_args(["demo", "--paper-recipes"]))

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lindit.eval.bench_precision import KINDS, TOLERANCE, accuracy_row, query_gradient, structured_inputs, temporaries
+from lindit.benchmarks.precision import KINDS, TOLERANCE, accuracy_row, query_gradient, structured_inputs, temporaries
 from lindit.functional import (
     DEFAULT_NORMALISER,
     NORMALISERS,

@@ -15,7 +15,7 @@ import lindit
 import lindit.models
 from lindit.cli import main
 from lindit.deploy import quantize
-from lindit.deploy.quality import image_difference, quantization_quality
+from lindit.deploy.fidelity import image_difference, quantization_quality
 from lindit.generate import Request, run
 from tiny_pipelines import save_dit_pipeline, save_pixart_pipeline
 
@@ -131,7 +131,7 @@ def test_low_memory_dit_and_bad_combinations(tmp_path, capsys):
 
 
 def test_world_quality_scores_each_scheme_with_the_demo_metrics(tmp_path):
-    from lindit.deploy.quality import main
+    from lindit.deploy.fidelity import main
 
     assert main(["--world", "dit", "--model", "builtin:dit", "--n", "6", "--steps", "4", "--schemes",
                  "int8-weight", "int4-weight", "--group-size", "8", "--out", str(tmp_path)]) == 0
@@ -156,12 +156,12 @@ def test_int8_text_encoder_load_peaks_lower_than_the_stored_weights(tmp_path):
     assert int8 + 50 < full, (full, int8)  # 470 MB stored; int8 saves ~230 MB, torchao imports cost ~120
 
 
-def test_quality_runs_as_a_module_without_runpy_warning():
-    # `python -m lindit.deploy.quality`, kept for old scripts: the package must not import the module first.
+def test_fidelity_runs_as_a_module_without_runpy_warning():
+    # `python -m lindit.deploy.fidelity` (`lindit deploy quality`): the package must not import the module first.
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "lindit.deploy.quality", "--help"],
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "lindit.deploy.fidelity", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--world" in done.stdout

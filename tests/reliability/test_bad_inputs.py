@@ -380,7 +380,7 @@ def test_the_table_covers_every_command():
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
     """Only user errors become one line: an unexpected exception type (ours) is raised again."""
-    import lindit.convert_cli as convert_cli
+    import lindit.cli.convert as convert_cli
 
     def bug(args):
         raise KeyError("internal")

@@ -131,7 +131,7 @@ def test_interrupted_final_saves_leave_nothing_behind(tmp_path, recipe, monkeypa
     for leftover in ("..student.partial.x1y2", ".student.partial"):  # what a kill during the final save leaves
         (run / leftover).mkdir()
         (run / leftover / "diffusion_pytorch_model.safetensors").write_bytes(b"half")
-    import lindit.training.models as models
+    import lindit.training.student as models
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")

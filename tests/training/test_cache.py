@@ -10,7 +10,7 @@ import lindit
 from lindit.cli import main
 from lindit.training import distill, parse_config
 from lindit.training.cache import CachedDataset, cache_dir, read_index, write_cache
-from lindit.training.cache_cli import encode
+from lindit.training.cache import encode
 from lindit.training.data import RawDataset, collate, make_buckets, open_source
 from lindit.training.encoders import BuiltinPrompts, Encoders, PixelImages
 

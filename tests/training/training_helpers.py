@@ -4,7 +4,7 @@ of the built-in text encoder (64), so the shapes world feeds them without a VAE 
 import torch
 
 from lindit.training.config import RandomModel, parse_config
-from lindit.training.models import random_model
+from lindit.training.student import random_model
 from lindit.training.schema import from_dict
 
 TINY = {

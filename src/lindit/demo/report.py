@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..integrations.diffusers.families import FAMILIES as MODEL_FAMILIES
 from ..io import atomic_path, write_json, write_text
+from ..world.teachers import settings_of
 from .plan import FAMILIES, PAPER
 from .seeds import SPREAD, noise, sd, verdict
 
@@ -30,7 +32,7 @@ def checks(families: dict[str, dict]) -> list[dict]:
         teacher = rows["teacher"]
         out.append(_check(f"{family} teacher adherence >= 80%", teacher["adherence"] - 0.8, noise(sd(teacher, "adherence")),
                           _pct(teacher), inclusive=True))
-        main = {"pixart": "edit", "mmdit": "mm_edit", "dit": "lit"}[family]
+        main = MODEL_FAMILIES[settings_of(FAMILIES[family].teacher).family].default_method  # the paper's method
         if main in rows:
             out += _matches(main, rows[main], "the teacher's", teacher)
         for student, reference in FAMILIES[family].matches:

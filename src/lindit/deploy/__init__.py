@@ -15,11 +15,11 @@ from .export import ExportResult, export_model, verify
 from .quantize import quantize
 from .schemes import SCHEMES
 
-_LAZY = {"image_difference": ".quality", "quantization_quality": ".quality"}
+_LAZY = {"image_difference": ".fidelity", "quantization_quality": ".fidelity"}
 
 
 def __getattr__(name: str):
-    # quality is imported on first use, not with the package: `python -m lindit.deploy.quality` (kept for old
+    # fidelity is imported on first use, not with the package: `python -m lindit.deploy.fidelity` (kept for old
     # scripts; `lindit deploy quality` is the command) runs that module as __main__, and runpy warns when the
     # package has already imported it under its own name.
     if name in _LAZY:

@@ -2,7 +2,7 @@
 
     lindit deploy bench --sizes 512 1024 --blocks 2 --out bench-output/deploy
 
-Models are the published sizes of ``lindit.eval.presets`` with random weights (latency does not depend
+Models are the published sizes of ``lindit.benchmarks.presets`` with random weights (latency does not depend
 on values). ``--blocks K`` keeps the first K transformer blocks so that a sweep runs in minutes on a
 small CPU; such numbers are labelled "K of N blocks" and are not full-model latencies. Each cell exports
 the model to ONNX, checks it against eager (see ``lindit.deploy.export``), then times eager and
@@ -25,18 +25,19 @@ from torch import nn
 
 from ..cli import forward, out_path, positive_int
 from ..eval.measure import machine_info
-from ..eval.presets import PRESETS
+from ..benchmarks.presets import PRESETS
 from ..eval.report import markdown_table
+from ..integrations.diffusers.families import FAMILIES
 
-# preset -> (teacher, its linear-time student): EDiT, MM-EDiT, LiT
-STUDENTS = {"pixart-sigma": "edit", "sd35-medium": "mm_edit", "dit-xl-2": "lit"}
+# preset -> its family's linear-time student (the family's default method: EDiT, MM-EDiT, LiT)
+STUDENTS = {name: FAMILIES[preset.family].default_method for name, preset in PRESETS.items()}
 VAE_FACTOR = 8  # all three families use an 8x VAE
 
 
 def preset_model(preset: str, method: str, blocks: int | None = None, dtype=torch.float32) -> nn.Module:
     """A published-size teacher (``method="teacher"``) or student with random weights, its first
     ``blocks`` blocks only when given (the rest of the model is unchanged)."""
-    from ..eval.bench_model import materialize, meta_model
+    from ..benchmarks.model_forward import materialize, meta_model
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
@@ -105,7 +106,7 @@ def eager_vs_runtime(model: nn.Module, runner, inputs: dict, repeats: int) -> tu
 
 def _quantized_call(model: nn.Module, spec: str, path: Path, inputs: dict):
     """One eager forward of ``model`` quantized by ``spec`` (``scheme`` or ``scheme@backend``)."""
-    from .quality import parse_scheme
+    from .fidelity import parse_scheme
     from .quantize import quantize
 
     scheme, backend = parse_scheme(spec)

@@ -6,7 +6,7 @@
 
 Real checkpoints cannot be downloaded on this machine, and memory and latency do not depend on weight
 values, so this writes PixArtSigmaPipeline's components with the released configurations and random
-weights: the PixArt-Sigma XL/2 transformer (``lindit.eval.presets``) and the SDXL-architecture VAE it
+weights: the PixArt-Sigma XL/2 transformer (``lindit.benchmarks.presets``) and the SDXL-architecture VAE it
 uses. The text encoder is the exception: T5-XXL (billions of parameters) does not fit next to other work on a
 small shared machine, so it is a one-layer T5 of the right width (4096) and ``--text-layers`` deep;
 memory figures measured with it leave out the real text encoder, and say so.
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..cli import forward, out_path, positive_int
-from ..eval.presets import PRESETS
+from ..benchmarks.presets import PRESETS
 from ..io import atomic_dir, check_output
 
 # AutoencoderKL of SDXL / PixArt-Sigma (sdxl-vae): four levels, 4 latent channels, 8x downsampling

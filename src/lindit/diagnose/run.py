@@ -19,7 +19,7 @@ from ..integrations.diffusers import load
 from ..integrations.diffusers import Plan
 from ..training.components import build_components
 from ..training.config import RunConfig, parse_config
-from ..training.models import disable_label_dropout
+from ..training.student import disable_label_dropout
 from .layers import layer_errors
 from .probes import make_probes
 from .swap import alone, keep_softmax, output_errors

@@ -36,7 +36,7 @@ def time_call(fn, device: torch.device, warmup: int = 1, repeats: int = 5, budge
     Runs up to ``repeats`` times but stops early (after at least 3 runs) once ``budget_s`` is spent, so
     slow cells cost a few runs and fast ones get many. On CUDA each run is timed by CUDA events.
     """
-    from .bench_device import timed
+    from .timing import timed
 
     for _ in range(warmup):
         fn()
@@ -129,7 +129,7 @@ def peak_memory_bytes(fn, device: torch.device) -> int:
 def timed_peak(fn, device: torch.device) -> tuple[float, int]:
     """One call of ``fn``: (seconds, peak extra bytes), for cells too slow to run twice."""
     if device.type == "cuda":
-        from .bench_device import timed
+        from .timing import timed
 
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

@@ -132,3 +132,56 @@ def check_cache(index: dict, expected: dict, folder: Path) -> None:
         if index.get(key) != value:
             raise ValueError(f"cache {folder} was made with {key}={index.get(key)!r}, this run needs {value!r}; "
                              "rerun `lindit cache` with this config")  # fmt: skip
+
+
+RECORD = "lindit_cache.json"
+
+
+def claim_cache(out: Path, cfg, shard_size: int) -> None:
+    """Record what ``out`` holds, or check that a rerun encodes the same (an interrupted run resumes)."""
+    from ..errors import UserError
+    from ..io import LOCK_NAME, write_json
+    from .run_folder import differences
+    from .schema import to_dict
+
+    model = {k: v for k, v in to_dict(cfg.model).items() if k in ("base", "teacher", "vae", "conditioning",
+                                                                   "max_sequence_length")}
+    record = {"source": to_dict(cfg.data.source), "model": model, "aspect_ratios": cfg.data.aspect_ratios,
+              "bucket_multiple": cfg.data.bucket_multiple, "shard_size": shard_size}
+    record = json.loads(json.dumps(record))  # the types a JSON round trip gives (tuples -> lists)
+    if (out / RECORD).is_file():
+        diffs = differences(json.loads((out / RECORD).read_text()), record)
+        if diffs:
+            raise UserError(f"--out {out} holds a cache of other data or settings ({'; '.join(diffs[:6])}); "
+                            "choose a new --out")
+        return
+    if any(p.name != LOCK_NAME for p in out.iterdir()):
+        raise UserError(f"--out {out} exists and is not a lindit cache folder (no {RECORD}); choose a new --out")
+    write_json(out / RECORD, record)
+
+
+def encode(cfg, out: Path, resolutions: list[int], batch_size: int = 16, shard_size: int = 1024,
+           device: str | None = None) -> list[Path]:  # fmt: skip
+    """Encode ``cfg.data.source`` at each resolution into ``out/<resolution>px``; returns the folders."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..integrations.diffusers.families import family_by_class_name
+    from ..dtypes import MIXED_PRECISION
+    from .data import RawDataset, make_buckets, open_source
+    from .encoders import build_encoders, conditioning_kind
+    from .student import model_config
+
+    config = model_config(cfg.model)
+    family = family_by_class_name(config["_class_name"]).name
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoders = build_encoders(cfg.model, family, config.get("num_embeds_ada_norm"), device,
+                              MIXED_PRECISION[cfg.training.mixed_precision])  # fmt: skip
+    meta = {"family": family, "conditioning": conditioning_kind(cfg.model.conditioning, family),
+            "vae": cfg.model.vae, "base": cfg.model.base, "vae_scale_factor": encoders.images.scale_factor}
+    source, folders = open_source(cfg.data), []
+    for res in resolutions:
+        dataset = RawDataset(source, make_buckets(res, cfg.data.aspect_ratios, cfg.data.bucket_multiple))
+        with tqdm(total=len(dataset), desc=f"cache {res}px") as bar:
+            folders.append(write_cache(out, dataset, encoders, res, meta, batch_size, shard_size, bar.update))
+    return folders

@@ -15,7 +15,7 @@ from .config import RunConfig, StageConfig
 from .data import RawDataset, make_buckets, open_source
 from .encoders import build_encoders, conditioning_kind
 from .losses import make_objective
-from .models import adopt_teacher_config, build_student, disable_label_dropout, load_teacher_source
+from .student import adopt_teacher_config, build_student, disable_label_dropout, load_teacher_source
 
 class Teachers:
     """The teacher of each stage, loaded when first needed: ``same`` keeps the previous stage's teacher.

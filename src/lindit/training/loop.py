@@ -36,7 +36,7 @@ from .data import BatchOrder, BucketBatches, collate, drop_captions
 from .hooks import FeatureCapture, TeacherForcing
 from .losses import TERMS, feature_loss, loss_terms, total_loss, with_null_pairs
 from .metrics import MetricsLog, postfix, progress_bar, tensorboard_available
-from .models import merge_lora, rebuild, save_student, trainable_parameters
+from .student import merge_lora, rebuild, save_student, trainable_parameters
 from .run_folder import claim_run
 from .schema import to_dict
 

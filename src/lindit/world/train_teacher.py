@@ -1,9 +1,4 @@
-"""``lindit train-teacher``: train a built-in tiny teacher from scratch on the shapes world.
-
-    lindit train-teacher autoencoder                   # remakes the world's autoencoder (train it first:
-                                                       # the teachers work in its latent space)
-    lindit train-teacher pixart                        # remakes src/lindit/world/assets/teachers/pixart
-    lindit train-teacher dit --steps 200 --out /tmp/dit  # a quick one elsewhere
+"""Train a built-in tiny teacher from scratch on the shapes world (the command is ``lindit train-teacher``).
 
 The teacher learns the base model's own objective: DDPM noise prediction (v) plus iDDPM's L_vlb on the learned
 variance channels (PixArt, DiT), or rectified flow with SD3's logit-normal timesteps (MM-DiT). Weights
@@ -14,8 +9,6 @@ final losses and the time taken.
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import time
 from pathlib import Path
 
@@ -25,11 +18,10 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..cli import out_path, positive_int
-from ..io import atomic_dir, check_output, write_json
+from ..io import atomic_dir, write_json
 from ..training.config import NoiseConfig
 from ..training.losses import DDPMObjective, FlowObjective, learned_range_vlb, mse, split_output
-from .teachers import BUILTIN_TEACHERS, SETTINGS_NAME, TeacherSettings, build_teacher, settings_of, teacher_dir
+from .teachers import SETTINGS_NAME, TeacherSettings, build_teacher, settings_of, teacher_dir
 
 
 def world_data(settings: TeacherSettings, n: int | None = None) -> tuple[torch.Tensor, list]:
@@ -125,7 +117,7 @@ def train_teacher(name: str, out: str | Path | None = None, steps: int | None = 
     generator = torch.Generator().manual_seed(settings.seed)
     model = build_teacher(settings).train()
     if settings.family == "dit":
-        from ..training.models import disable_label_dropout
+        from ..training.student import disable_label_dropout
 
         disable_label_dropout(model)  # labels are dropped here, seeded, to the null class
     images, conds = world_data(settings)
@@ -165,38 +157,3 @@ def train_teacher(name: str, out: str | Path | None = None, steps: int | None = 
     print(f"wrote {out} ({record['parameters']:,} parameters, {size / 2**20:.2f} MB, "
           f"{record['train_seconds']:.0f} s)")
     return out
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train-teacher", help="train a built-in tiny teacher on the shapes world",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("name", choices=[*sorted(BUILTIN_TEACHERS), "autoencoder"],
-                   help="a teacher, or the world's autoencoder the teachers work in")
-    p.add_argument("--steps", type=positive_int, help="optimisation steps (default: the teacher's recorded settings)")
-    p.add_argument("--out", type=out_path, help="output folder (default: the package's shipped teacher)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    command = "lindit " + " ".join(shlex.quote(a) for a in args.argv)
-    if args.out is not None:
-        check_output(args.out, args.overwrite)  # before minutes of training
-    if args.name == "autoencoder":
-        from .autoencoder import train_autoencoder
-
-        train_autoencoder(args.out, args.steps, args.overwrite, command)
-    else:
-        train_teacher(args.name, args.out, args.steps, args.overwrite, command)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lindit")
-    add_parser(parser.add_subparsers(required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli import out_path, positive_int
-from .schemes import SCHEMES, supported
+from . import out_path, positive_int
+from ..deploy.schemes import SCHEMES, supported
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +26,7 @@ def run(args) -> int:
     from ..eval.measure import parse_device
     from ..integrations.diffusers import is_lindit_dir, load, save
     from ..io import check_output
-    from .quantize import quantize
+    from ..deploy.quantize import quantize
 
     if args.scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {args.scheme!r}; supported: {supported()}")

@@ -11,8 +11,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ..cli import finite_float, out_path, positive_float, positive_int
-from .plan import FAMILIES, DemoSettings, check_families
+from . import finite_float, out_path, positive_float, positive_int
+from ..demo.plan import FAMILIES, DemoSettings, check_families
 
 
 def add_parser(subparsers) -> None:
@@ -103,7 +103,7 @@ def settings_from(args) -> DemoSettings:
 
 
 def run(args) -> int:
-    from .runner import run_demo
+    from ..demo.runner import run_demo
 
     settings = settings_from(args)
     command = "lindit " + " ".join(shlex.quote(a) for a in getattr(args, "argv", ["demo"]))

@@ -22,7 +22,7 @@ from torch import nn
 from ..dtypes import resolve_dtype
 from ..modules.shard import CommCounter
 from ..parallel import enable_sequence_parallel, launch
-from .bench_model import materialize, meta_model
+from .model_forward import materialize, meta_model
 from .presets import PRESETS
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .bench_model import BlockTimer, ModelSettings, meta_model, one_block_model, type_plan
+from .model_forward import BlockTimer, ModelSettings, meta_model, one_block_model, type_plan
 from ..dtypes import resolve_dtype
 
 CATEGORIES = {  # substrings of aten op names -> category; the first category that matches wins
@@ -76,7 +76,7 @@ def run_rounds(preset, methods, px: int, dtypes, rounds: int, device, progress=N
 
 
 def profile_markdown(results: dict, dtypes, command: str, machine: dict) -> str:
-    from .report import fmt_seconds, markdown_table
+    from ..eval.report import fmt_seconds, markdown_table
 
     cats = [c for c in list(CATEGORIES) + [OTHER, "block (sum of ops)"] if any(c in v for v in results.values())]
     keys = list(results)
@@ -123,7 +123,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..io import write_json, write_text
-    from .measure import machine_info, resolve_device
+    from ..eval.measure import machine_info, resolve_device
     from .presets import PRESETS
 
     if args.size % 16 or args.size <= 0 or args.rounds < 1:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..methods import REGISTRY, LayerSpec
 from ..modules import JointAttention, SoftmaxAttention
-from .measure import Timing, peak_memory_bytes, time_call, timed_peak
+from ..eval.measure import Timing, peak_memory_bytes, time_call, timed_peak
 
 FULL_TOKENS = (1024, 4096, 16384, 65536)
 QUICK_TOKENS = (1024, 4096, 16384)

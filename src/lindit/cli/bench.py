@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import positive_float, positive_int
+from . import positive_float, positive_int
 from ..io import write_json, write_text
-from . import bench_attention as ba
+from ..benchmarks import attention_layer as ba
 from ..dtypes import dtype_name, resolve_dtype
-from .measure import machine_info, resolve_device
-from .report import fmt_mb, fmt_seconds, markdown_table, pivot
-from .presets import PRESETS
+from ..eval.measure import machine_info, resolve_device
+from ..eval.report import fmt_mb, fmt_seconds, markdown_table, pivot
+from ..benchmarks.presets import PRESETS
 
 FULL_RES = (512, 1024, 2048, 4096, 8192)
 QUICK_RES = (512, 1024, 2048)
@@ -54,11 +54,11 @@ def add_parser(subparsers) -> None:
     att.add_argument("--heads", type=positive_int, default=16, help="heads (PixArt-Sigma: 16)")
     att.add_argument("--prompt-tokens", type=positive_int, default=300, help="prompt tokens for joint mechanisms")
     att.set_defaults(func=run_attention)
-    from .bench_hybrid import add_parser as add_hybrid
-    from .bench_paired import add_parser as add_paired
-    from .bench_precision import add_parser as add_precision
-    from .bench_profile import add_parser as add_profile
-    from .bench_targets import add_parser as add_targets
+    from ..benchmarks.hybrid import add_parser as add_hybrid
+    from ..benchmarks.paired import add_parser as add_paired
+    from ..benchmarks.precision import add_parser as add_precision
+    from ..benchmarks.profile import add_parser as add_profile
+    from ..benchmarks.targets import add_parser as add_targets
 
     add_paired(kinds)
     add_targets(kinds)
@@ -182,9 +182,9 @@ def _fits(preset, method) -> bool:
 def run_model(args) -> int:
     from tqdm.auto import tqdm
 
-    from . import bench_model as bm
-    from . import bench_report as br
-    from .measure import matmul_gflops
+    from ..benchmarks import model_forward as bm
+    from ..benchmarks import model_report as br
+    from ..eval.measure import matmul_gflops
 
     device, names = resolve_device(args.device), dtypes(args)
     if args.layers not in ("1", "full"):
@@ -246,7 +246,7 @@ def _attention_cells(plan, sizes, settings):
 
 
 def model_markdown(cells, attention, args, machine, ceilings: dict, names: list[str]) -> str:
-    from . import bench_report as br
+    from ..benchmarks import model_report as br
 
     rates = ", ".join(f"{d} {g:.0f}" for d, g in ceilings.items())
     parts = [
@@ -275,7 +275,7 @@ def model_markdown(cells, attention, args, machine, ceilings: dict, names: list[
 
 
 def _dtype_sections(cells, dtype: str, ceiling: float, args, machine: dict) -> list[str]:
-    from . import bench_report as br
+    from ..benchmarks import model_report as br
 
     return [
         "One transformer forward, batch 1, " + dtype + (
@@ -293,7 +293,7 @@ def _dtype_sections(cells, dtype: str, ceiling: float, args, machine: dict) -> l
 
 
 def run_parallel(args) -> int:
-    from . import bench_parallel
+    from ..benchmarks import sequence_parallel as bench_parallel
 
     h, _, w = args.size.partition("x")
     if not (h.isdigit() and w.isdigit()) or int(h) % 16 or int(w) % 16:

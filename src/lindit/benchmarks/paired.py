@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..dtypes import dtype_name, resolve_dtype
-from .bench_device import timed
-from .bench_model import BlockTimer, ModelSettings, meta_model, one_block_model, type_plan
+from ..eval.timing import timed
+from .model_forward import BlockTimer, ModelSettings, meta_model, one_block_model, type_plan
 from .presets import Preset
 
 ALL = "all blocks"  # the depth-weighted sum, EDiT Table 3's one-forward ratio without embedding and head
@@ -162,7 +162,7 @@ def _summary(values: list[float], flop_ratio: float) -> dict:
 
 
 def _target(preset: str, method: str, height_px: int, width_px: int):
-    from .bench_targets import SPEED_TARGETS
+    from .targets import SPEED_TARGETS
 
     hits = [t for t in SPEED_TARGETS if (t.preset, t.method, t.px, t.px) == (preset, method, height_px, width_px)]
     return hits[0] if hits else None
@@ -170,7 +170,7 @@ def _target(preset: str, method: str, height_px: int, width_px: int):
 
 def paired_markdown(preset: Preset, results: list[PairedMethod], height_px: int, width_px: int, rounds: int,
                     machine: dict, dtype: str, command: str) -> str:
-    from .report import fmt_seconds, markdown_table
+    from ..eval.report import fmt_seconds, markdown_table
 
     dtypes = list(dict.fromkeys(r.dtype for r in results))
     rows = []
@@ -239,7 +239,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..io import write_json, write_text
-    from .measure import machine_info, resolve_device
+    from ..eval.measure import machine_info, resolve_device
     from .presets import PRESETS
 
     device, dtypes = resolve_device(args.device), [resolve_dtype(d) for d in dict.fromkeys(args.dtype)]

@@ -171,7 +171,7 @@ def _world_main(args, command: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lindit.deploy.quality ARGS``, kept for old scripts: runs ``lindit deploy quality ARGS``."""
+    """``python -m lindit.deploy.fidelity ARGS``: runs ``lindit deploy quality ARGS``."""
     return forward(["deploy", "quality"], argv)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ..cli import out_path, positive_int
+from . import out_path, positive_int
 from ..methods import check_options, parse_options
 
 NAMES = ("diagnosis.json", "diagnosis.md")
@@ -53,7 +53,7 @@ def config_from(args) -> dict:
         if builtin is None:
             raise ValueError("--config (a lindit distill recipe: data, encoders, noise) is needed unless "
                              "--teacher is builtin:NAME")
-        from .run import builtin_config
+        from ..diagnose.run import builtin_config
 
         return builtin_config(builtin, args.seed)
     if not args.config.is_file():
@@ -80,8 +80,8 @@ def plan_from(args) -> dict | None:
 
 def run(args) -> int:
     from ..io import write_json, write_text
-    from .report import markdown
-    from .run import diagnose
+    from ..diagnose.report import markdown
+    from ..diagnose.run import diagnose
 
     from ..eval.measure import resolve_device
 

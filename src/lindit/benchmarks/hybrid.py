@@ -19,9 +19,9 @@ import torch
 
 from ..functional import hybrid_attention, hybrid_attention_reference
 from ..dtypes import dtype_name, resolve_dtype
-from .bench_device import timed
-from .bench_precision import temporaries
-from .measure import peak_memory_bytes, resolve_device
+from ..eval.timing import timed
+from .precision import temporaries
+from ..eval.measure import peak_memory_bytes, resolve_device
 
 IMPLEMENTATIONS = {"streaming (lindit)": hybrid_attention, "reference (materialised)": hybrid_attention_reference}
 
@@ -79,8 +79,8 @@ def add_parser(kinds) -> None:
 
 def run(args) -> int:
     from ..io import write_json, write_text
-    from .measure import machine_info
-    from .report import fmt_seconds, markdown_table
+    from ..eval.measure import machine_info
+    from ..eval.report import fmt_seconds, markdown_table
 
     if args.size <= 0 or args.size % 32 or args.rounds < 1:
         raise ValueError(f"--size must be a positive multiple of 32 and --rounds >= 1, got {args.size}, {args.rounds}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-from .cli import out_path
-from .methods import REGISTRY, check_options, parse_options
+from . import out_path
+from ..methods import REGISTRY, check_options, parse_options
 
 
 def add_parser(subparsers) -> None:
@@ -36,10 +36,10 @@ def run(args) -> int:
         return 0
     if not args.teacher or not args.out:
         raise ValueError("--teacher and --out are required (or use --list)")
-    from .integrations.diffusers import convert, count_parameters, save
-    from .integrations.diffusers.families import family_of
-    from .io import check_output
-    from .models import load_model
+    from ..integrations.diffusers import convert, count_parameters, save
+    from ..integrations.diffusers.families import family_of
+    from ..io import check_output
+    from ..models import load_model
 
     options = parse_options(args.option)
     if args.inherit is not None:

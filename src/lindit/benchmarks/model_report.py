@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 from ..io import atomic_path
-from .bench_model import ModelCell
+from .model_forward import ModelCell
 from .presets import PAPER_A100, PAPER_RESOLUTIONS
-from .report import fmt_mb, fmt_seconds, markdown_table
+from ..eval.report import fmt_mb, fmt_seconds, markdown_table
 
 
 def _size_label(c: ModelCell) -> str:

@@ -1,6 +1,7 @@
 """The ``lindit`` command: one entry point, one subcommand per capability.
 
-Each subcommand lives in its own module, which defines ``add_parser(subparsers)``; the parser it adds
+Each subcommand lives in its own module of this package (``lindit.cli.convert``, ``lindit.cli.bench``, ...),
+which defines ``add_parser(subparsers)``; the parser it adds
 sets ``func`` (called with the parsed args; its return value is the exit code). Modules are imported only
 when their command runs, so ``lindit --help`` stays fast. A group (``lindit world``, ``lindit deploy``) is a
 command of commands, ``lindit world fid ...``, whose modules are imported the same way. Every tool is reached
@@ -26,24 +27,24 @@ WORLD = {
 }
 DEPLOY = {
     "bench": ("lindit.deploy.bench", "latency of exported models in onnxruntime against eager PyTorch"),
-    "quality": ("lindit.deploy.quality", "MSE / PSNR of quantized against float images, same noise and prompt"),
+    "quality": ("lindit.deploy.fidelity", "MSE / PSNR of quantized against float images, same noise and prompt"),
     "synthetic": ("lindit.deploy.synthetic", "write a random-weight pipeline folder at a published size"),
     "encoder-memory": ("lindit.deploy.encoder_memory", "peak memory of loading T5-XXL as stored and in int8"),
 }
 
 # command -> (module that defines add_parser(subparsers), or a group's table; one-line help)
 COMMANDS = {
-    "convert": ("lindit.convert_cli", "convert a diffusers transformer into a linear-time model"),
-    "distill": ("lindit.training.cli", "distil or fine-tune a converted model (accelerate)"),
-    "cache": ("lindit.training.cache_cli", "encode a dataset with the VAE and text encoders once"),
-    "generate": ("lindit.generate_cli", "generate images with the stock diffusers pipeline"),
-    "bench": ("lindit.eval.bench_cli", "latency and memory benchmarks"),
-    "quantize": ("lindit.deploy.quantize_cli", "quantize a model for small devices (int8 / int4)"),
-    "export": ("lindit.deploy.export_cli", "export a transformer to ONNX or torch.export and verify it"),
-    "train-teacher": ("lindit.world.train_teacher", "train a built-in tiny teacher on the shapes world"),
-    "demo": ("lindit.demo.cli", "convert, distil and measure every method on the built-in world"),
-    "diagnose": ("lindit.diagnose.cli", "per-layer and per-block error of a converted student"),
-    "eval": ("lindit.eval.quality_cli", "FID, CLIP score and prompt adherence of a model's images"),
+    "convert": ("lindit.cli.convert", "convert a diffusers transformer into a linear-time model"),
+    "distill": ("lindit.cli.distill", "distil or fine-tune a converted model (accelerate)"),
+    "cache": ("lindit.cli.cache", "encode a dataset with the VAE and text encoders once"),
+    "generate": ("lindit.cli.generate", "generate images with the stock diffusers pipeline"),
+    "bench": ("lindit.cli.bench", "latency and memory benchmarks"),
+    "quantize": ("lindit.cli.quantize", "quantize a model for small devices (int8 / int4)"),
+    "export": ("lindit.cli.export", "export a transformer to ONNX or torch.export and verify it"),
+    "train-teacher": ("lindit.cli.train_teacher", "train a built-in tiny teacher on the shapes world"),
+    "demo": ("lindit.cli.demo", "convert, distil and measure every method on the built-in world"),
+    "diagnose": ("lindit.cli.diagnose", "per-layer and per-block error of a converted student"),
+    "eval": ("lindit.cli.eval", "FID, CLIP score and prompt adherence of a model's images"),
     "world": (WORLD, "the built-in shapes world's tools: samples, adherence, FID, shipped assets"),
     "deploy": (DEPLOY, "deployment measurements: onnxruntime latency, quantized quality, memory"),
 }
@@ -116,7 +117,7 @@ def forward(words: list[str], argv: list[str] | None = None) -> int:
 
 def report_error(prog: str, err: BaseException) -> int:
     """Print a user error as one line and return the exit code; raise anything else (a bug) again."""
-    from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, user_message
+    from ..errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, user_message
 
     if isinstance(err, KeyboardInterrupt):
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -172,6 +173,3 @@ def _number(kind, text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .report import markdown_table
+from ..eval.report import markdown_table
+from ..methods import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,10 @@ SPEED_TARGETS = (
     SpeedTarget("sd35-medium", "mm_edit", 1024, 1.2), SpeedTarget("sd35-medium", "mm_edit", 2048, 1.8),
     SpeedTarget("sd35-medium", "mm_edit", 4096, 5.0),
 )
-LINEAR_METHODS = ("edit", "lit", "sana", "linfusion", "mm_edit", "sana_mmdit", "linear_mmdit_alpha")
+# Every registry method whose attention is linear in the image tokens: those with the normaliser option ``eps``,
+# which all linear methods take (all but kv_compress, softmax over compressed keys). Variants (edit:cf_reduction=8)
+# are not matched.
+LINEAR_METHODS = tuple(name for name, method in REGISTRY.items() if "eps" in method.options)
 FLOPS_PX, MIN_FLOPS_FRACTION = 4096, 0.6
 MEMORY_PX, MAX_MEMORY_MB = 8192, 16 * 1024
 

@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_map
 from ..integrations.diffusers import convert, token_grid
 from ..methods import method_variant
 from ..integrations.diffusers.positions import InterpolatingPatchEmbed
-from .measure import count_flops, peak_memory_bytes, time_call, timed_peak
+from ..eval.measure import count_flops, peak_memory_bytes, time_call, timed_peak
 from .presets import Preset
 
 
@@ -296,7 +296,7 @@ def _time_blocks(cell, full, first, counts, stubs, inputs, s, predicted, overhea
 
 def _compile_block(timer: BlockTimer) -> float:
     """torch.compile the timer's block in place and run it once (the compilation): its seconds."""
-    from .bench_device import timed
+    from ..eval.timing import timed
 
     block = timer.stub.transformer_blocks[0]
     if getattr(block, "_compiled_call_impl", None) is None:  # stubs are reused across sizes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli import out_path, positive_int
+from . import out_path, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -28,8 +28,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .config import load_config
-    from .loop import distill
+    from ..training.config import load_config
+    from ..training.loop import distill
 
     from accelerate import PartialState
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..cli import out_path, positive_int
-from .export import FORMATS
+from . import out_path, positive_int
+from ..deploy.export import FORMATS
 
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2"}
 
@@ -42,7 +42,7 @@ def _latent_hw(args, patch: int) -> tuple[int, int]:
 
 def _model(args):
     if args.preset:
-        from .bench import preset_model
+        from ..deploy.bench import preset_model
 
         return preset_model(args.preset, args.method, args.blocks)
     if args.blocks is not None or args.method != "teacher":
@@ -53,7 +53,7 @@ def _model(args):
 
 
 def run(args) -> int:
-    from .export import check_exportable
+    from ..deploy.export import check_exportable
 
     from ..io import check_output
 
@@ -75,7 +75,7 @@ def run(args) -> int:
 
 def _export(model, args, latent):
     """export_model, removing what it wrote if the export or its check fails (nothing broken is left)."""
-    from .export import export_model
+    from ..deploy.export import export_model
 
     data = args.out.with_name(args.out.name + ".data")  # large ONNX models keep their weights beside the graph
     existed = {p for p in (args.out, data) if p.exists()}
@@ -88,9 +88,9 @@ def _export(model, args, latent):
 
 
 def _bench(model, args, latent) -> dict:
-    from .bench import eager_vs_runtime
-    from .export import example_inputs
-    from .runtime import load_runner
+    from ..deploy.bench import eager_vs_runtime
+    from ..deploy.export import example_inputs
+    from ..deploy.runtime import load_runner
 
     inputs = example_inputs(model, latent, args.prompt_tokens, seed=2)
     eager_s, runtime_s = eager_vs_runtime(model, load_runner(args.format, args.out), inputs, args.repeats)

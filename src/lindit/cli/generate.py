@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .cli import finite_float, out_path, positive_int
-from .dtypes import dtype_name, resolve_dtype
+from .. import __version__
+from . import finite_float, out_path, positive_int
+from ..dtypes import dtype_name, resolve_dtype
 
 
 def add_parser(subparsers) -> None:
@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
 
 
 def _default_size(pipe) -> int:
-    from .generate import size_multiple
+    from ..generate import size_multiple
 
     cfg = pipe.transformer.config
     return int(cfg.sample_size) * (size_multiple(pipe) // int(cfg.patch_size))
@@ -74,15 +74,15 @@ def _metadata(args, req, model_desc: str, index: int):
 
 
 def run(args) -> int:
-    from .eval.measure import resolve_device
-    from .io import check_output
+    from ..eval.measure import resolve_device
+    from ..io import check_output
 
     if args.low_memory and args.parallel > 1:
         raise ValueError("--low-memory and --parallel do not combine; choose one")
     if args.low_memory and args.compile:
         raise ValueError("--low-memory and --compile do not combine (the transformer is loaded per stage); choose one")
     if args.parallel > 1:
-        from .integrations.diffusers import is_lindit_dir
+        from ..integrations.diffusers import is_lindit_dir
 
         if not is_lindit_dir(args.model):  # before P processes start and load it
             raise ValueError(f"--parallel needs a model converted by lindit (a lindit folder with every attention "
@@ -93,7 +93,7 @@ def run(args) -> int:
     resolve_device(args.device)
     if args.parallel == 1:
         return _generate(0, 1, args)
-    from .parallel import launch
+    from ..parallel import launch
 
     launch(_generate, args.parallel, args)
     return 0
@@ -102,10 +102,10 @@ def run(args) -> int:
 def _generate(rank: int, world: int, args) -> int:
     """Generate on one process; under --parallel every rank runs the pipeline on its band of rows and
     rank 0 writes the images."""
-    from .eval.measure import peak_memory_bytes, resolve_device
-    from .generate import Request, check_conditioning, check_request
-    from .integrations.diffusers.families import family_of
-    from .io import atomic_path
+    from ..eval.measure import peak_memory_bytes, resolve_device
+    from ..generate import Request, check_conditioning, check_request
+    from ..integrations.diffusers.families import family_of
+    from ..io import atomic_path
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     if world > 1 and device.type == "cuda":
@@ -145,11 +145,11 @@ class _WholePipeline:
     """Every component loaded up front (and the transformer row-sharded under --parallel)."""
 
     def __init__(self, args, dtype, device, world: int):
-        from .generate import pipeline
+        from ..generate import pipeline
 
         self.pipe = pipeline(args.model, base=args.base, dtype=dtype, device=device)
         if world > 1:
-            from .parallel import enable_sequence_parallel
+            from ..parallel import enable_sequence_parallel
 
             enable_sequence_parallel(self.pipe.transformer)
         if args.compile:
@@ -161,7 +161,7 @@ class _WholePipeline:
         return _default_size(self.pipe)
 
     def __call__(self, req):
-        from .generate import run as generate
+        from ..generate import run as generate
 
         return generate(self.pipe, req, self.encode)
 
@@ -169,7 +169,7 @@ class _WholePipeline:
 def _producer(args, dtype, device, world: int):
     """Something that turns a Request into images: the whole pipeline, or stage by stage (--low-memory)."""
     if args.low_memory:
-        from .deploy.low_memory import StagedGeneration
+        from ..deploy.low_memory import StagedGeneration
 
         return StagedGeneration(args.model, args.base, dtype, device, text_int8=args.text_encoder_weights == "int8")
     return _WholePipeline(args, dtype, device, world)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..cli import finite_float, out_path, positive_int
+from . import finite_float, out_path, positive_int
 from ..io import atomic_dir, check_output, write_json
-from . import quality
+from ..eval import quality
 
 
 def add_parser(subparsers) -> None:
@@ -78,7 +78,7 @@ def _metric_inputs(args) -> dict:
     if args.reference is not None:
         inputs["reference"] = quality.image_files(args.reference)
     if args.inception_weights is not None:
-        from .inception import InceptionFeatures
+        from ..eval.inception import InceptionFeatures
 
         inputs["feature"] = InceptionFeatures.from_file(args.inception_weights)
     if args.clip_model is not None:
@@ -137,7 +137,7 @@ def _record(args, conditions, inputs, size, device, report, seconds) -> dict:
 def run(args) -> int:
     from ..generate import pipeline
     from ..dtypes import resolve_dtype
-    from .measure import resolve_device
+    from ..eval.measure import resolve_device
 
     conditions = _conditions(args)
     check_output(args.out, args.overwrite)

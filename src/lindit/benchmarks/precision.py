@@ -184,7 +184,7 @@ def run(args) -> int:
 
 
 def precision_markdown(accuracy, grads, command) -> str:
-    from .report import markdown_table
+    from ..eval.report import markdown_table
 
     acc_rows = [[r["dtype"], r["kind"], "yes" if r["finite"] else ("no" if not r["representable"] else "**no**"),
                  f"{r['out_err']:.1e}", f"{r['grad_q_err']:.1e}", f"{r['grad_k_err']:.1e}", f"{r['grad_v_err']:.1e}",
