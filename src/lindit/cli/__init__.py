@@ -4,7 +4,8 @@ Each subcommand lives in its own module of this package (``lindit.cli.convert``,
 which defines ``add_parser(subparsers)``; the parser it adds
 sets ``func`` (called with the parsed args; its return value is the exit code). Modules are imported only
 when their command runs, so ``lindit --help`` stays fast. A group (``lindit world``, ``lindit deploy``) is a
-command of commands, ``lindit world fid ...``, whose modules are imported the same way. Every tool is reached
+command of commands, ``lindit world fid ...``; its table names each subcommand's parser as
+``module:function`` (``cli/world.py``, ``cli/deploy.py``), imported the same way. Every tool is reached
 from here: a module's ``python -m`` entry point, where one is kept, forwards to this tree (``forward``).
 """
 
@@ -16,20 +17,29 @@ import math
 import os
 import sys
 
-# group subcommand -> (module that defines add_parser(subparsers), one-line help)
+# group subcommand -> ("module:function" that adds its parser to subparsers, one-line help)
 WORLD = {
-    "shapes": ("lindit.world.shapes", "write a PNG grid of the world's samples and their captions"),
-    "detect": ("lindit.world.detect", "prompt adherence of real images (the detector's sanity check)"),
-    "fid": ("lindit.world.fid", "the world's FID of real images against noisy, blurred, recoloured ones"),
-    "autoencoder": ("lindit.world.autoencoder", "faithfulness of the world's autoencoder on held-out images"),
-    "text": ("lindit.world.text", "regenerate the built-in text encoder's shipped weights"),
-    "features": ("lindit.world.features", "train the feature classifier the world's FID uses"),
+    "shapes": ("lindit.cli.world:add_shapes", "write a PNG grid of the world's samples and their captions"),
+    "detect": ("lindit.cli.world:add_detect", "prompt adherence of real images (the detector's sanity check)"),
+    "fid": ("lindit.cli.world:add_fid", "the world's FID of real images against noisy, blurred, recoloured ones"),
+    "autoencoder": ("lindit.cli.world:add_autoencoder", "faithfulness of the world's autoencoder on held-out images"),
+    "text": ("lindit.cli.world:add_text", "regenerate the built-in text encoder's shipped weights"),
+    "features": ("lindit.cli.world:add_features", "train the feature classifier the world's FID uses"),
 }
 DEPLOY = {
-    "bench": ("lindit.deploy.bench", "latency of exported models in onnxruntime against eager PyTorch"),
-    "quality": ("lindit.deploy.fidelity", "MSE / PSNR of quantized against float images, same noise and prompt"),
-    "synthetic": ("lindit.deploy.synthetic", "write a random-weight pipeline folder at a published size"),
-    "encoder-memory": ("lindit.deploy.encoder_memory", "peak memory of loading T5-XXL as stored and in int8"),
+    "bench": ("lindit.cli.deploy:add_bench", "latency of exported models in onnxruntime against eager PyTorch"),
+    "quality": ("lindit.cli.deploy:add_quality", "MSE / PSNR of quantized against float images, same noise and prompt"),
+    "synthetic": ("lindit.cli.deploy:add_synthetic", "write a random-weight pipeline folder at a published size"),
+    "encoder-memory": ("lindit.cli.deploy:add_encoder_memory", "peak memory of loading T5-XXL as stored and in int8"),
+}
+
+# `python -m MODULE ARGS`, kept for old scripts: each MODULE's main runs `lindit WORDS ARGS` (``forward``)
+PYTHON_M = {
+    "lindit.world.shapes": ["world", "shapes"], "lindit.world.detect": ["world", "detect"],
+    "lindit.world.fid": ["world", "fid"], "lindit.world.autoencoder": ["world", "autoencoder"],
+    "lindit.world.text": ["world", "text"], "lindit.world.features": ["world", "features"],
+    "lindit.deploy.bench": ["deploy", "bench"], "lindit.deploy.fidelity": ["deploy", "quality"],
+    "lindit.deploy.synthetic": ["deploy", "synthetic"], "lindit.deploy.encoder_memory": ["deploy", "encoder-memory"],
 }
 
 # command -> (module that defines add_parser(subparsers), or a group's table; one-line help)
@@ -84,7 +94,8 @@ def _add_commands(parser: argparse.ArgumentParser, table: dict, words: list[str]
             group = sub.add_parser(name, help=help_text, description=help_text)
             _add_commands(group, target, words[1:], "subcommand")
         else:
-            importlib.import_module(target).add_parser(sub)
+            module, _, adder = target.partition(":")
+            getattr(importlib.import_module(module), adder or "add_parser")(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cli import forward, out_path, positive_int
-from ..eval.measure import machine_info
+from ..cli import forward
 from ..benchmarks.presets import PRESETS
 from ..eval.report import markdown_table
 from ..integrations.diffusers.families import FAMILIES
@@ -185,36 +184,6 @@ def run(args) -> list[LatencyCell]:
                     print(f"{preset} {method} {size}px: eager {c.eager_s:.3f} s, onnxruntime {c.onnxruntime_s:.3f} s, "
                           f"error {c.max_abs_error:.2g} (tol {c.tolerance:.2g})", flush=True)
     return cells
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="latency of exported models in onnxruntime against eager PyTorch",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
-    p.add_argument("--sizes", nargs="+", type=positive_int, default=[512, 1024], help="square sizes in px")
-    p.add_argument("--blocks", type=positive_int, default=None, help="keep the first K blocks (default: full depth)")
-    p.add_argument("--repeats", type=positive_int, default=3)
-    p.add_argument("--extras", nargs="*", default=[], metavar="SPEC",
-                   help="more timings per cell: eager quantized models (int8-dynamic, int8-dynamic@torch.ao, "
-                   "int8-weight, int4-weight) and/or ort-int8 (onnxruntime's dynamic int8 of the exported file)")
-    p.add_argument("--out", type=out_path, default=Path("bench-output/deploy"))
-    p.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    import shlex
-
-    from ..io import write_json, write_text
-
-    command = "lindit " + shlex.join(args.argv)
-    cells = run(args)
-    machine = machine_info(torch.device("cpu"))
-    md = markdown(cells, command, machine)
-    print(md)
-    write_text(args.out / "deploy_latency.md", md + "\n")
-    write_json(args.out / "deploy_latency.json", {"command": command, "machine": machine,
-                                                  "cells": [c.as_dict() for c in cells]})
-    return 0 if all(c.passed for c in cells) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

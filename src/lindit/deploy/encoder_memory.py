@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..cli import forward, out_path
+from ..cli import forward
 
 # google/t5-v1_1-xxl, the text encoder of PixArt-Sigma and SD3.5 (encoder only)
 T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
@@ -67,24 +67,6 @@ def peak_mb(folder: Path, weights: str) -> float:
     out = subprocess.run([sys.executable, "-c", _LOAD, str(folder), weights], capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_mb"]
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("encoder-memory", help="peak memory of loading T5-XXL as stored and in int8",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--dir", type=out_path, required=True, help="folder for the random-weight T5-XXL encoder")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    write_random_encoder(args.dir)
-    size = sum(f.stat().st_size for f in args.dir.glob("*.safetensors")) / 2**20
-    rows = [(w, peak_mb(args.dir, w)) for w in WAYS]
-    print(f"T5-XXL encoder, {size:,.0f} MB of bfloat16 safetensors; one 300-token prompt encoded\n")
-    print("| text encoder weights | peak resident memory (MB) |\n|---|---|")
-    for weights, mb in rows:
-        print(f"| {WAYS[weights]} | {mb:,.0f} |")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..cli import finite_float, forward, out_path, positive_int
+from ..cli import forward
 from .quantize import DEFAULT_GROUP_SIZE, quantize
 
 
@@ -113,61 +112,6 @@ def markdown(rows: list[QualityRow], command: str, request) -> str:
     images = len(request.class_labels or request.prompts) * request.batch
     return (f"Command: `{command}`\n\n{images} image(s), {request.height}x{request.width} px, "
             f"{request.steps} steps, seed {request.seed}; pixels in [0, 1] against the float model.\n\n{body}")
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("quality", help="MSE / PSNR of quantized against float images, same noise and prompt",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="lindit folder (or any model spec lindit generate takes)")
-    p.add_argument("--base", default=None, help="pipeline folder with VAE, scheduler and text encoders")
-    p.add_argument("--schemes", nargs="+", default=["int8-dynamic", "int8-weight", "int4-weight"],
-                   help="schemes, optionally with a backend: int8-dynamic@torch.ao")
-    p.add_argument("--prompt", action="append", default=[], help="prompt (repeatable)")
-    p.add_argument("--class-label", type=int, action="append", default=None, help="DiT class label (repeatable)")
-    p.add_argument("--height", type=positive_int, default=512)
-    p.add_argument("--width", type=positive_int, default=512)
-    p.add_argument("--steps", type=positive_int, default=20)
-    p.add_argument("--guidance", type=finite_float, default=4.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--group-size", type=positive_int, default=DEFAULT_GROUP_SIZE)
-    p.add_argument("--world", choices=("pixart", "mmdit", "dit"), default=None,
-                   help="built-in teacher whose world scores --model (the teacher or its student) with the "
-                        "demo's FID, adherence and MSE over --n held-out prompts; --prompt/--height are unused")
-    p.add_argument("--n", type=positive_int, default=200, help="held-out prompts for --world")
-    p.add_argument("--out", type=out_path, default=Path("bench-output/quality"))
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    import shlex
-
-    from ..generate import Request, pipeline
-    from ..io import write_json, write_text
-
-    command = "lindit " + shlex.join(args.argv)
-    if args.world is not None:
-        return _world_main(args, command)
-    pipe = pipeline(args.model, base=args.base)
-    req = Request(args.prompt, None, args.height, args.width, args.steps, args.guidance, args.seed, 1, args.class_label)
-    rows = quantization_quality(pipe, req, args.schemes, getattr(pipe, "lindit_encode_prompts", None), args.group_size)
-    md = markdown(rows, command, req)
-    print(md)
-    write_text(args.out / "quality.md", md + "\n")
-    write_json(args.out / "quality.json", {"command": command, "rows": [r.as_dict() for r in rows]})
-    return 0
-
-
-def _world_main(args, command: str) -> int:
-    from ..io import write_json, write_text
-    from ..models import load_model
-
-    rows = world_quality(args.world, load_model(args.model), args.schemes, args.n, args.steps, args.seed,
-                         args.group_size)
-    md = world_markdown(rows, command, args.n, args.steps)
-    print(md)
-    write_text(args.out / "quality.md", md + "\n")
-    write_json(args.out / "quality.json", {"command": command, "rows": rows})
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

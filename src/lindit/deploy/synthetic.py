@@ -14,13 +14,10 @@ memory figures measured with it leave out the real text encoder, and say so.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ..cli import forward, out_path, positive_int
+from ..cli import forward
 from ..benchmarks.presets import PRESETS
-from ..io import atomic_dir, check_output
 
 # AutoencoderKL of SDXL / PixArt-Sigma (sdxl-vae): four levels, 4 latent channels, 8x downsampling
 SDXL_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
@@ -58,25 +55,6 @@ def pixart_sigma(text_layers: int):
 
 
 BUILDERS = {"pixart-sigma": pixart_sigma}
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("synthetic", help="write a random-weight pipeline folder at a published size",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", choices=list(BUILDERS), default="pixart-sigma")
-    p.add_argument("--text-layers", type=positive_int, default=1, help="T5 layers of the stand-in text encoder")
-    p.add_argument("--out", type=out_path, required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    check_output(args.out, args.overwrite)  # before building a full-size model
-    pipe = BUILDERS[args.preset](args.text_layers)
-    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        pipe.save_pretrained(tmp)
-    print(f"wrote {args.out} ({args.preset}, random weights)")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

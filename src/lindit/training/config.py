@@ -70,7 +70,7 @@ class ModelSource:
     path: str | None = None  # diffusers model folder, pipeline folder (its transformer/) or hub id
     subfolder: str | None = None
     random: RandomModel | None = None
-    builtin: str | None = None  # a teacher shipped with lindit (see training/models.py)
+    builtin: str | None = None  # a teacher shipped with lindit (see training/student.py)
     lindit: str | None = None  # a folder written by lindit.save (students only: continue training it)
     same: bool = False
 

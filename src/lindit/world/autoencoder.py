@@ -30,7 +30,7 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cli import forward, positive_int
+from ..cli import forward
 from ..io import atomic_dir, write_json
 
 ASSET = Path(__file__).parent / "assets" / "autoencoder"
@@ -244,21 +244,6 @@ def reconstruction_report(n: int = 1000, seed: int = 4242, path: str | Path | No
     return {"n": n, "mse": round(mse, 6), "psnr": round(10 * math.log10(1 / mse), 2),
             "adherence_real": adherence(images, labels), "adherence_reconstructed": adherence(mean, labels),
             "adherence_sampled": adherence(sampled, labels)}
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("autoencoder", help="faithfulness of the world's autoencoder on held-out images",
-                              description="Faithfulness of the world's autoencoder on held-out images: "
-                                          "print reconstruction_report().")
-    p.add_argument("--n", type=positive_int, default=1000)
-    p.add_argument("--path", help="an autoencoder folder (default: the shipped one)")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    for key, value in reconstruction_report(args.n, path=args.path).items():
-        print(f"{key}: {value}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,13 +19,12 @@ object present with the right shape, colour and cell, and nothing else.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
 import torch
 
-from ..cli import finite_float, forward, nonnegative_int, positive_int
+from ..cli import forward
 from .draw import SCALE_RANGE, SHAPE_SPECS, coverage
 from .grammar import BACKGROUND, COLOURS, WorldObject, parse_caption, position_at
 
@@ -152,44 +151,6 @@ def adherence(images: torch.Tensor | list[torch.Tensor], labels: list[list[World
     if len(labels) == 0:
         raise ValueError("adherence of an empty batch is undefined")
     return sum(matches(image, label) for image, label in zip(images, labels)) / len(labels)
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    """An argparse type: ``H`` or ``HxW`` in px."""
-    height, _, width = text.partition("x")
-    try:
-        size = int(height), int(width or height)
-    except ValueError:
-        size = (0, 0)
-    if min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected H or HxW in px, got {text!r}")
-    return size
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("detect", help="prompt adherence of real images (the detector's sanity check)",
-                              description="Prompt adherence of real shapes-world images (should be ~1) and of "
-                                          "real images with shuffled labels (~0).")
-    p.add_argument("--n", type=positive_int, default=1000)
-    p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--max-objects", type=int, default=2)
-    p.add_argument("--sizes", nargs="+", type=_parse_size, default=[(32, 32), (64, 48)], help="H or HxW, e.g. 32 64x48")
-    p.add_argument("--noise", type=finite_float, default=0.0, help="std of Gaussian noise added in [-1, 1] units")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    """Print the adherence of real images (should be ~1) and of real images with shuffled labels (~0)."""
-    from .shapes import ShapesDataset
-
-    generator = torch.Generator().manual_seed(0)
-    for size in args.sizes:
-        data = ShapesDataset(args.n, seed=args.seed, size=size, max_objects=args.max_objects)
-        images, labels = torch.stack([data[i][0] for i in range(args.n)]), [data.label(i) for i in range(args.n)]
-        images = (images + args.noise * torch.randn(images.shape, generator=generator)).clamp(-1, 1)
-        real, shuffled = adherence(images, labels), adherence(images, labels[1:] + labels[:1])
-        print(f"{size[0]}x{size[1]}: real {real:.4f}  shuffled labels {shuffled:.4f}  (n={args.n})")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

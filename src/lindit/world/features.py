@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cli import CLIError, forward, positive_int
+from ..cli import forward
 from .assets import ASSETS, load_asset, save_asset
 from .grammar import COLOURS, POSITIONS, SHAPES, WorldObject
 from .shapes import ShapesDataset, render_scene
@@ -210,22 +210,6 @@ def write_assets(path: str | Path, settings: TrainSettings) -> Path:
     }
     print(record["heldout"])
     return save_asset(path, model.state_dict(), record)
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("features", help="train the feature classifier the world's FID uses",
-                              description="Train the shapes world's feature classifier (its FID space).")
-    p.add_argument("--train", action="store_true", help="train from scratch and write the weights")
-    p.add_argument("--out", default=str(ASSET), help="output .safetensors path")
-    p.add_argument("--steps", type=positive_int, default=TrainSettings.steps)
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    if not args.train:
-        raise CLIError("nothing to do: pass --train")
-    print(f"wrote {write_assets(args.out, TrainSettings(steps=args.steps))}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

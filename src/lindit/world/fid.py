@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from ..cli import forward, positive_int
+from ..cli import forward
 from ..eval.quality import fid_metric_on, frechet_distance_of_batches
 from .detect import to_unit
 from .features import WorldClassifier
@@ -108,21 +108,6 @@ def sanity(n: int = 1000, size: int | tuple[int, int] = 32) -> dict[str, float]:
         metric.update((make(ShapesDataset(n, 1, size)) + 1) / 2, real=False)
         results[name] = float(metric.compute())
     return results
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("fid", help="the world's FID of real images against noisy, blurred, recoloured ones",
-                              description="Sanity check of the shapes world's FID: real images against real, "
-                                          "noisy, blurred and recoloured sets.")
-    p.add_argument("--n", type=positive_int, default=1000)
-    p.add_argument("--size", type=positive_int, default=32)
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    for name, value in sanity(args.n, args.size).items():
-        print(f"{name:>18}: {value:8.1f}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..cli import forward, nonnegative_int, out_path, positive_int
+from ..cli import forward
 from .draw import SCALE_RANGE, PlacedObject, render
 from .grammar import COLOURS, POSITIONS, SHAPES, WorldObject, caption
 
@@ -184,22 +184,6 @@ def save_grid(
     grid = grid.permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)  # (rows * h, cols * w, 3)
     Image.fromarray(grid.numpy()).save(path)
     return [data.caption(i) for i in range(n)]
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("shapes", help="write a PNG grid of the world's samples and their captions",
-                              description="The shapes world: write a grid of samples and print their captions.")
-    p.add_argument("--grid", type=out_path, required=True, help="output PNG path")
-    p.add_argument("--n", type=positive_int, default=16)
-    p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--size", type=positive_int, default=32)
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    for i, text in enumerate(save_grid(args.grid, args.n, args.seed, args.size)):
-        print(f"{i:2d}: {text}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cli import CLIError, forward
+from ..cli import forward
 from .assets import ASSETS, load_asset, save_asset
 from .grammar import vocabulary
 
@@ -188,22 +188,6 @@ def write_assets(path: str | Path = ASSET, seed: int = SEED) -> Path:
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     return save_asset(path, model.state_dict(), record)
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("text", help="regenerate the built-in text encoder's shipped weights",
-                              description="The shapes world's built-in text encoder: regenerate its weights.")
-    p.add_argument("--write-assets", action="store_true", help="regenerate the shipped weights")
-    p.add_argument("--out", default=str(ASSET), help="output .safetensors path")
-    p.add_argument("--seed", type=int, default=SEED)
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    if not args.write_assets:
-        raise CLIError("nothing to do: pass --write-assets")
-    print(f"wrote {write_assets(args.out, args.seed)}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
