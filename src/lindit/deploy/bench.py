@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,20 +169,6 @@ def markdown(cells: list[LatencyCell], command: str, machine: dict) -> str:
                            + [f"{e} s (eager / it)" for e in extras] + ["ORT max abs err"], rows)
     return (f"Command: `{command}`\n\nMachine: {machine['cpu']}, {machine['torch_threads']} threads, torch "
             f"{machine['torch']}; batch 1, float32, random weights at the published width.\n\n{table}")
-
-
-def run(args) -> list[LatencyCell]:
-    cells = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for preset in args.presets:
-            for method in ("teacher", STUDENTS[preset]):
-                for size in args.sizes:
-                    cells.append(bench_cell(preset, method, size, args.blocks, args.repeats, Path(tmp),
-                                            tuple(args.extras)))
-                    c = cells[-1]
-                    print(f"{preset} {method} {size}px: eager {c.eager_s:.3f} s, onnxruntime {c.onnxruntime_s:.3f} s, "
-                          f"error {c.max_abs_error:.2g} (tol {c.tolerance:.2g})", flush=True)
-    return cells
 
 
 def main(argv: list[str] | None = None) -> int:
