@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..dtypes import resolve_dtype
-from ..modules.shard import CommCounter
+from ..parallel.shard import CommCounter
 from ..parallel import enable_sequence_parallel, launch
 from .bench_model import materialize, meta_model
 from .presets import PRESETS
