@@ -19,7 +19,8 @@ from torch import nn
 
 from ..modules.grid import OnGrid, OneBand
 from ..modules.token_maps import KVCompress, TokenMapsMixin
-from .shard import RowShard, ShardedGrid, gather_rows, global_count, grid_conv, grid_group_norm, lse_combiner, state_reducer
+from .shard import (RowShard, ShardedGrid, gather_rows, global_count, grid_conv, grid_group_norm, lse_combiner,
+                    state_reducer)
 
 Band = Callable[[], RowShard]
 

@@ -62,7 +62,8 @@ class RowShard:
         if stride == 1:
             return self
         bands = tuple((math.ceil(a / stride), math.ceil(b / stride)) for a, b in self.bands)
-        return RowShard(self.rank, self.world, math.ceil(self.rows / stride), *bands[self.rank], self.group, bands)
+        start, stop = bands[self.rank]
+        return RowShard(self.rank, self.world, math.ceil(self.rows / stride), start, stop, self.group, bands)
 
 
 class ShardedGrid(tuple):
