@@ -46,10 +46,9 @@ def add_parser(subparsers) -> None:
 
 
 def _default_size(pipe) -> int:
-    from .generate import size_multiple
+    from .generate import trained_size
 
-    cfg = pipe.transformer.config
-    return int(cfg.sample_size) * (size_multiple(pipe) // int(cfg.patch_size))
+    return trained_size(pipe)
 
 
 def _paths(out: Path, n: int) -> list[Path]:

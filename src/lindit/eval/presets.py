@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
 
+from ..integrations.diffusers.families import FAMILIES
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -26,19 +28,10 @@ class Preset:
 
     def inputs(self, height: int, width: int, device, dtype) -> dict:
         """Keyword arguments of one forward at a latent of height x width (batch 1)."""
-        g = torch.Generator().manual_seed(0)
-        kw = {"hidden_states": torch.randn(1, self.latent_channels, height, width, generator=g),
-              "timestep": torch.tensor([500])}
-        if self.family == "dit":
-            kw["class_labels"] = torch.tensor([207])
-        else:
-            kw["encoder_hidden_states"] = torch.randn(1, self.prompt_tokens, self.prompt_dim, generator=g)
-        if self.family == "sd3":
-            kw["pooled_projections"] = torch.randn(1, self.pooled_dim, generator=g)
-        if self.family == "pixart":
-            kw["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
-        return {k: (v.to(device=device, dtype=dtype) if torch.is_tensor(v) and v.is_floating_point() else
-                    v.to(device) if torch.is_tensor(v) else v) for k, v in kw.items()}
+        fam = FAMILIES[self.family]
+        tensors = fam.example_inputs(self.config, (height, width), 1, self.prompt_tokens, timestep=500, class_label=207,
+                                     generator=torch.Generator().manual_seed(0), dtype=dtype, device=device)
+        return {**tensors, **fam.static_kwargs}
 
 
 PRESETS = {
