@@ -393,3 +393,26 @@ def test_demo_families_are_model_families_and_mmdit_is_a_deprecated_alias_of_sd3
     assert check_families(["sd3", "mmdit"]) == ("sd3",)
     with pytest.raises(ValueError, match="unknown demo family 'sdx'; choose from pixart, sd3, dit"):
         check_families(["sdx"])
+
+
+def test_latency_inputs_are_the_teachers_own_with_a_real_prompt():
+    # Family.example_inputs builds them: the same tensors as the demo's own builder before it (seed 0 latent,
+    # timestep 500, the world's text encoder on one prompt, class 0).
+    from lindit.demo.evaluate import forward_inputs
+    from lindit.world.teachers import settings_of
+    from lindit.world.text import TextEncoder
+
+    embeds, mask, pooled = TextEncoder.builtin().encode(["a red circle at the center"])
+    want = {"pixart": {"encoder_hidden_states": embeds, "encoder_attention_mask": mask},
+            "mmdit": {"encoder_hidden_states": embeds, "pooled_projections": pooled},
+            "dit": {"class_labels": torch.tensor([0])}}
+    for teacher, conditions in want.items():
+        s = settings_of(teacher)
+        got = forward_inputs(teacher, None, 64)
+        side = 64 * s.latent_size // s.size
+        x = torch.randn(1, s.config["in_channels"], side, side, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(got.pop("hidden_states"), x) and torch.equal(got.pop("timestep"), torch.tensor([500]))
+        assert got.pop("return_dict") is False
+        assert got.pop("added_cond_kwargs", None) == ({"resolution": None, "aspect_ratio": None}
+                                                      if teacher == "pixart" else None)
+        assert got.keys() == conditions.keys() and all(torch.equal(got[k], v) for k, v in conditions.items())
