@@ -236,7 +236,7 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
     first, counts = type_plan(full)
     stubs = {}
     for hp, wp in sizes:
-        h, w = hp // 8, wp // 8
+        h, w = hp // preset.vae_factor, wp // preset.vae_factor
         cell = ModelCell(preset.name, method, hp, wp, (h // 2) * (w // 2), estimate=s.layers != "full",
                          dtype=s.dtype_name)
         cell.skipped = _too_small_table(preset, full, h, w)

@@ -23,6 +23,11 @@ class Preset:
     methods: tuple[str, ...]  # "teacher" is the unconverted model
     prompt_tokens: int = 0  # prompt length (channels, pooled size and latent channels come from config)
 
+    @property
+    def vae_factor(self) -> int:
+        """px per latent pixel (the family's published VAE)."""
+        return FAMILIES[self.family].vae_factor
+
     def inputs(self, height: int, width: int, device, dtype) -> dict:
         """Keyword arguments of one forward at a latent of height x width (batch 1)."""
         fam = FAMILIES[self.family]

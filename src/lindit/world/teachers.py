@@ -139,9 +139,8 @@ class BuiltinPromptEncoder:
     through the world's text encoder (the pipelines have no text encoder of their own)."""
 
     def __init__(self, family: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
-        from .text import TextEncoder
-
         from ..integrations.diffusers.families import FAMILIES
+        from .text import TextEncoder
 
         self.family, self.device, self.dtype = family, device, dtype
         self.pooled = FAMILIES[family].prompt_encoding == "clip_t5"
