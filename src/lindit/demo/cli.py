@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (at the end, once the new "
                    "report is complete)")
     p.add_argument("--quick", action="store_true", help="one student per family, fewer steps and images")
-    p.add_argument("--families", nargs="+", metavar="F", help="pixart, mmdit, dit (default: all)")
+    p.add_argument("--families", nargs="+", metavar="F", help="pixart, sd3, dit (default: all; mmdit: sd3)")
     family_steps = ", ".join(f"{name} {plan.steps}" for name, plan in FAMILIES.items())
     p.add_argument("--steps", type=positive_int, help=f"distillation steps per student (default: each family's, "
                    f"{family_steps}; --quick: 120)")

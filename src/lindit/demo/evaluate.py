@@ -15,6 +15,7 @@ from torch import nn
 
 from ..eval.measure import time_call
 from ..generate import Request, run
+from ..integrations.diffusers.families import FAMILIES
 from ..eval.quality import class_adherence
 from ..world.detect import adherence
 from ..world.fid import frechet_distance
@@ -84,18 +85,17 @@ def forward_inputs(teacher: str, model: nn.Module, size: int) -> dict:
     """One-image transformer inputs at ``size`` px (latents of size / 4 px with the world's autoencoder)
     with a real prompt (or class)."""
     s = settings_of(teacher)
+    fam = FAMILIES[s.family]
     side = size * s.latent_size // s.size  # (B, C, side, side)
-    x = torch.randn(1, s.config["in_channels"], side, side, generator=torch.Generator().manual_seed(0))
-    kwargs = {"hidden_states": x, "timestep": torch.tensor([500]), "return_dict": False}
-    if s.conditioning == "labels":
-        return {**kwargs, "class_labels": torch.tensor([0])}
-    from ..world.text import TextEncoder
+    if fam.class_conditional:
+        conditions = {"class_labels": torch.tensor([0])}
+    else:
+        from ..world.text import TextEncoder
 
-    embeds, mask, pooled = TextEncoder.builtin().encode(["a red circle at the center"])
-    if s.family == "sd3":
-        return {**kwargs, "encoder_hidden_states": embeds, "pooled_projections": pooled}
-    return {**kwargs, "encoder_hidden_states": embeds, "encoder_attention_mask": mask,
-            "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+        conditions = fam.text_conditions(*TextEncoder.builtin().encode(["a red circle at the center"]))
+    inputs = fam.example_inputs(s.config, (side, side), timestep=500, conditions=conditions,
+                                generator=torch.Generator().manual_seed(0))
+    return {**inputs, **fam.static_kwargs, "return_dict": False}
 
 
 @torch.no_grad()

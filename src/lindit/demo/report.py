@@ -19,7 +19,7 @@ from ..io import atomic_path, write_json, write_text
 from .plan import FAMILIES, PAPER
 from .seeds import SPREAD, noise, sd, verdict
 
-FAMILY_TITLES = {"pixart": "PixArt-style DiT (EDiT Table 1)", "mmdit": "SD3.5-style MM-DiT (EDiT Table 2)",
+FAMILY_TITLES = {"pixart": "PixArt-style DiT (EDiT Table 1)", "sd3": "SD3.5-style MM-DiT (EDiT Table 2)",
                  "dit": "Class-conditional DiT (LiT)"}
 
 
@@ -30,7 +30,7 @@ def checks(families: dict[str, dict]) -> list[dict]:
         teacher = rows["teacher"]
         out.append(_check(f"{family} teacher adherence >= 80%", teacher["adherence"] - 0.8, noise(sd(teacher, "adherence")),
                           _pct(teacher), inclusive=True))
-        main = {"pixart": "edit", "mmdit": "mm_edit", "dit": "lit"}[family]
+        main = FAMILIES[family].recipe  # the family's paper student: edit, mm_edit, lit
         if main in rows:
             out += _matches(main, rows[main], "the teacher's", teacher)
         for student, reference in FAMILIES[family].matches:
@@ -145,7 +145,7 @@ def recipe_words(recipe: dict) -> str:
 
 
 def _steps_words(s: dict) -> str:
-    """'120 steps', or each family's: '720 steps (pixart), 240 steps (mmdit, dit)'."""
+    """'120 steps', or each family's: '720 steps (pixart), 240 steps (sd3, dit)'."""
     by_steps: dict[int, list[str]] = {}
     for family, steps in s["steps_by_family"].items():
         by_steps.setdefault(steps, []).append(family)
