@@ -352,8 +352,8 @@ def test_the_report_says_what_the_demos_departures_from_the_paper_buy():
 def test_worker_split_takes_one_process_per_thread_and_never_more_than_the_students():
     from lindit.demo.runner import worker_split
 
-    assert worker_split(None, 5, 2) == (2, 1)  # make demo on 2 cores: two students at a time, one thread each
-    assert worker_split(None, 1, 2) == (1, 2)  # one student keeps every thread
+    assert worker_split(None, 5, 2) == (2, 1)  # make demo on 2 cores: two models at a time, one thread each
+    assert worker_split(None, 1, 2) == (1, 2)  # one model keeps every thread
     assert worker_split(None, 5, 16) == (5, 3)
     assert worker_split(1, 5, 2) == (1, 2) and worker_split(4, 2, 8) == (2, 4) and worker_split(3, 5, 2) == (3, 1)
 
@@ -379,8 +379,8 @@ def test_students_distilled_side_by_side_equal_those_distilled_one_after_another
             torch.testing.assert_close(weights[1][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
         rows = [runs[j][1]["families"]["pixart"][method] for j in (1, 2)]
         assert rows[1]["mse_to_teacher"] == pytest.approx(rows[0]["mse_to_teacher"], rel=1e-2)
-    assert runs[2][1]["settings"]["jobs_by_family"] == {"pixart": 2}
-    assert "2 students side by side" in (runs[2][0] / "report.md").read_text()
+    assert runs[2][1]["settings"]["jobs"] == 2
+    assert "2 models distilled and sampled side by side" in (runs[2][0] / "report.md").read_text()
 
 
 def test_demo_families_are_model_families_and_mmdit_is_a_deprecated_alias_of_sd3(capsys):

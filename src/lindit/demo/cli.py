@@ -62,8 +62,8 @@ def add_parser(subparsers) -> None:
                    help="also distil each family's paper student (edit, mm_edit, lit) with its paper's own recipe, "
                    "as a row NAME@paper, and report what the demo's departures from that recipe buy")
     p.add_argument("--jobs", type=positive_int, metavar="N",
-                   help="students distilled side by side in N worker processes sharing the threads (default: one "
-                   "per thread, at most one per student; 1: one after another)")
+                   help="models (teachers, students, every seed's) distilled and sampled side by side in N worker "
+                   "processes sharing the threads, longest first (default: one per thread; 1: one after another)")
     p.set_defaults(func=run)
 
 

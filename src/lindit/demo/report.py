@@ -193,10 +193,9 @@ def claims_table(checks: list[dict], seeds: int) -> list[str]:
 
 
 def _jobs_words(s: dict) -> str:
-    side = {f: j for f, j in s.get("jobs_by_family", {}).items() if j > 1}
-    if not side:
+    if s.get("jobs", 1) == 1:
         return ""
-    return " (" + ", ".join(f"{f}: {j} students side by side" for f, j in side.items()) + ", sharing the threads)"
+    return f" ({s['jobs']} models distilled and sampled side by side, sharing the threads)"
 
 
 def write_markdown(out: Path, report: dict, command: str) -> None:
