@@ -13,9 +13,9 @@ from tiny_models import tiny_pixart, tiny_sd3
 
 TINY = {
     "tiny-pixart": Preset("tiny-pixart", "pixart", type(tiny_pixart()), dict(tiny_pixart(layers=4).config),
-                          ("teacher", "edit", "kv_compress"), prompt_tokens=5, prompt_dim=12),
+                          ("teacher", "edit", "kv_compress"), prompt_tokens=5),
     "tiny-sd3": Preset("tiny-sd3", "sd3", type(tiny_sd3()), {**tiny_sd3(layers=4).config, "pos_embed_max_size": 8},
-                       ("teacher", "mm_edit"), prompt_tokens=5, prompt_dim=12, pooled_dim=10),
+                       ("teacher", "mm_edit"), prompt_tokens=5),
 }
 
 
@@ -128,3 +128,22 @@ def test_method_variants_are_timed_as_their_own_rows(tmp_path, tiny_presets, cap
                  "--resolutions", "64", "--device", "cpu", "--no-attention", "--out", str(tmp_path / "bad")]) == 2
     assert "unknown option(s) ['cf_reduction'] for method 'kv_compress'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_published_presets_inputs_keep_their_shapes_dtypes_and_fixed_values():
+    # Family.example_inputs builds them: the timed forwards (and so the ratios) are those of before.
+    shapes = {
+        "pixart-sigma": {"hidden_states": (1, 4, 16, 24), "encoder_hidden_states": (1, 300, 4096), "timestep": (1,)},
+        "sd35-medium": {"hidden_states": (1, 16, 16, 24), "encoder_hidden_states": (1, 333, 4096),
+                        "pooled_projections": (1, 2048), "timestep": (1,)},
+        "dit-xl-2": {"hidden_states": (1, 4, 16, 24), "timestep": (1,), "class_labels": (1,)},
+    }
+    for name, want in shapes.items():
+        inputs = PRESETS[name].inputs(16, 24, "cpu", torch.bfloat16)
+        tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
+        assert {k: tuple(v.shape) for k, v in tensors.items()} == want, name
+        assert inputs["hidden_states"].dtype == torch.bfloat16 and inputs["timestep"].tolist() == [500]
+        assert inputs["timestep"].dtype == torch.int64
+    assert PRESETS["dit-xl-2"].inputs(8, 8, "cpu", torch.float32)["class_labels"].tolist() == [207]
+    assert PRESETS["pixart-sigma"].inputs(8, 8, "cpu", torch.float32)["added_cond_kwargs"] == {
+        "resolution": None, "aspect_ratio": None}

@@ -40,7 +40,7 @@ def test_task_weight_sets_the_noise_loss_of_every_stage_and_keeps_the_recipes_ot
     from lindit.cli.demo import settings_from
     from lindit.training.config import RECIPES
 
-    for family, recipe in (("pixart", "edit"), ("mmdit", "mm_edit"), ("dit", "lit")):
+    for family, recipe in (("pixart", "edit"), ("sd3", "mm_edit"), ("dit", "lit")):
         method, plan = FAMILIES[family].methods[0], FAMILIES[family]
         default = parse_config(run_config(family, method, DemoSettings(steps=10)))
         paper = parse_config(run_config(family, method, DemoSettings(steps=10, task_weight=1.0, feature_weight=0.0)))
@@ -52,7 +52,7 @@ def test_task_weight_sets_the_noise_loss_of_every_stage_and_keeps_the_recipes_ot
                                                                          RECIPES[recipe].variance)
         assert default.stages[0].loss.kd == RECIPES[recipe].kd
     assert FAMILIES["dit"].loss == {"task": 1.0, "feature": 0.5}  # LiT's L_simple, EDiT's feature term
-    mm = parse_config(run_config("mmdit", "mm_edit", DemoSettings(steps=10, task_weight=1.0)))
+    mm = parse_config(run_config("sd3", "mm_edit", DemoSettings(steps=10, task_weight=1.0)))
     assert (mm.stages[1].loss.task, mm.stages[1].loss.kd) == (0.0, 1.0)  # MM-EDiT stage 2: KD only, as before
     args = build_parser(only="demo").parse_args(["demo", "--task-weight", "-1"])
     with pytest.raises(ValueError, match="--task-weight must be >= 0, got -1.0"):
@@ -164,7 +164,7 @@ def quick_demo(tmp_path_factory):
 @pytest.mark.slow
 def test_quick_demo_writes_the_report_schema_grids_and_plot(quick_demo):
     out, report = quick_demo
-    assert set(report["families"]) == {"pixart", "mmdit", "dit"}
+    assert set(report["families"]) == {"pixart", "sd3", "dit"}
     for family, rows in report["families"].items():
         assert list(rows) == ["teacher", *FAMILIES[family].quick_methods]
         for row in rows.values():
@@ -178,7 +178,7 @@ def test_quick_demo_writes_the_report_schema_grids_and_plot(quick_demo):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["pixart", "mmdit", "dit"])
+@pytest.mark.parametrize("family", ["pixart", "sd3", "dit"])
 def test_quick_demo_students_beat_the_mean_image(quick_demo, family):
     # From the same noise and prompt, a distilled student is closer to its teacher's image than the dataset's
     # mean image is: E|a - mean|^2 is half of E|a - b|^2 for independent a, b, i.e. half the teacher's
@@ -197,9 +197,9 @@ def test_default_steps_are_each_familys_and_steps_overrides_them_all():
         assert sum(s.steps for s in default.stages) == plan.steps
         assert sum(s.steps for s in parse_config(run_config(family, plan.methods[0], DemoSettings(steps=30))).stages) == 30
         assert DemoSettings.quick_settings().steps_for(family) == 120
-    assert FAMILIES["pixart"].steps != FAMILIES["mmdit"].steps  # the words below cover the mixed case
-    words = _steps_words({"steps_by_family": {"pixart": 720, "mmdit": 240, "dit": 240}})
-    assert words == "720 steps (pixart), 240 steps (mmdit, dit)"
+    assert FAMILIES["pixart"].steps != FAMILIES["sd3"].steps  # the words below cover the mixed case
+    words = _steps_words({"steps_by_family": {"pixart": 720, "sd3": 240, "dit": 240}})
+    assert words == "720 steps (pixart), 240 steps (sd3, dit)"
     assert _steps_words({"steps_by_family": {"pixart": 120, "dit": 120}}) == "120 steps"
 
 
@@ -276,13 +276,13 @@ def test_two_seed_demo_reports_means_spreads_and_per_seed_students(tmp_path):
     assert all(c["verdict"] in ("reproduced", "not reproduced", "within noise") for c in report["checks"])
 
 
-def test_mmdit_students_keep_the_last_block_in_softmax_and_mm_edit_uses_the_moment_eta():
-    for method in FAMILIES["mmdit"].methods:
-        convert = run_config("mmdit", method, DemoSettings(steps=10))["model"]["convert"]
+def test_sd3_students_keep_the_last_block_in_softmax_and_mm_edit_uses_the_moment_eta():
+    for method in FAMILIES["sd3"].methods:
+        convert = run_config("sd3", method, DemoSettings(steps=10))["model"]["convert"]
         assert convert["keep_softmax"] == [-1] and convert["inherit"] == "qkvo"
-    assert run_config("mmdit", "mm_edit", DemoSettings(steps=10))["model"]["convert"] == {
+    assert run_config("sd3", "mm_edit", DemoSettings(steps=10))["model"]["convert"] == {
         "inherit": "qkvo", "keep_softmax": [-1], "eta": "moments", "softmax_qk": "raw"}
-    paper = run_config("mmdit", "mm_edit:eta=approx,softmax_qk=phi,keep_softmax=[]", DemoSettings(steps=10))
+    paper = run_config("sd3", "mm_edit:eta=approx,softmax_qk=phi,keep_softmax=[]", DemoSettings(steps=10))
     assert paper["model"]["convert"] == {"inherit": "qkvo", "keep_softmax": [], "eta": "approx", "softmax_qk": "phi"}
     assert parse_config(paper).model.convert["keep_softmax"] == []
 
@@ -295,9 +295,9 @@ def test_feature_and_guidance_weights_reach_every_stage_of_the_recipe():
     settings = settings_from(parser.parse_args(["demo", "--steps", "10", "--feature-weight", "0.5", "--guidance-kd", "2"]))
     lit = parse_config(run_config("dit", "lit", settings))
     assert [(s.loss.feature, s.loss.guidance) for s in lit.stages] == [(0.5, 2.0)]
-    mm = parse_config(run_config("mmdit", "mm_edit", settings))
+    mm = parse_config(run_config("sd3", "mm_edit", settings))
     assert [(s.loss.feature, s.loss.guidance) for s in mm.stages] == [(0.5, 2.0), (0.0, 2.0)]  # stage 2: KD only
-    assert parse_config(run_config("mmdit", "mm_edit", DemoSettings(steps=10))).stages[0].loss.feature == 0.5
+    assert parse_config(run_config("sd3", "mm_edit", DemoSettings(steps=10))).stages[0].loss.feature == 0.5
     with pytest.raises(ValueError, match="--feature-weight must be >= 0, got -1.0"):
         settings_from(parser.parse_args(["demo", "--feature-weight", "-1"]))
 
@@ -308,7 +308,7 @@ def test_a_paper_row_follows_its_papers_recipe_and_the_rest_the_demos():
     from lindit.training.config import RECIPES
 
     settings = DemoSettings(steps=10)
-    for family, student in (("dit", "lit"), ("mmdit", "mm_edit"), ("pixart", "edit")):
+    for family, student in (("dit", "lit"), ("sd3", "mm_edit"), ("pixart", "edit")):
         ours = parse_config(run_config(family, student, settings))
         paper = parse_config(run_config(family, f"{student}@paper", settings))
         recipe = RECIPES[FAMILIES[family].recipe]
@@ -317,7 +317,7 @@ def test_a_paper_row_follows_its_papers_recipe_and_the_rest_the_demos():
         assert [s.steps for s in paper.stages] == [s.steps for s in ours.stages]
     lit = run_config("dit", "lit@paper", settings)["model"]["convert"]
     assert lit == {"heads": 2}, "Guideline 4: the attention projections start fresh"
-    assert run_config("mmdit", "mm_edit@paper", settings)["model"]["convert"] == {"inherit": "qkvo"}
+    assert run_config("sd3", "mm_edit@paper", settings)["model"]["convert"] == {"inherit": "qkvo"}
     assert run_config("dit", "lit:heads=4@paper", settings)["model"]["convert"] == {"heads": 4}
 
 
@@ -329,7 +329,7 @@ def test_paper_recipes_adds_each_familys_paper_row_once():
     parser = build_parser(only="demo")
     settings = settings_from(parser.parse_args(["demo", "--paper-recipes"]))
     assert settings.methods("pixart") == FAMILIES["pixart"].methods + ("edit@paper",)
-    assert settings.methods("mmdit")[-1] == "mm_edit@paper" and settings.methods("dit") == ("lit", "lit@paper")
+    assert settings.methods("sd3")[-1] == "mm_edit@paper" and settings.methods("dit") == ("lit", "lit@paper")
     chosen = settings_from(parser.parse_args(["demo", "--paper-recipes", "--methods", "lit", "lit@paper"]))
     assert chosen.methods("dit") == ("lit", "lit@paper"), "a row already asked for is not distilled twice"
     assert settings_from(parser.parse_args(["demo"])).methods("dit") == ("lit",)
@@ -352,8 +352,8 @@ def test_the_report_says_what_the_demos_departures_from_the_paper_buy():
 def test_worker_split_takes_one_process_per_thread_and_never_more_than_the_students():
     from lindit.demo.runner import worker_split
 
-    assert worker_split(None, 5, 2) == (2, 1)  # make demo on 2 cores: two students at a time, one thread each
-    assert worker_split(None, 1, 2) == (1, 2)  # one student keeps every thread
+    assert worker_split(None, 5, 2) == (2, 1)  # make demo on 2 cores: two models at a time, one thread each
+    assert worker_split(None, 1, 2) == (1, 2)  # one model keeps every thread
     assert worker_split(None, 5, 16) == (5, 3)
     assert worker_split(1, 5, 2) == (1, 2) and worker_split(4, 2, 8) == (2, 4) and worker_split(3, 5, 2) == (3, 1)
 
@@ -379,5 +379,40 @@ def test_students_distilled_side_by_side_equal_those_distilled_one_after_another
             torch.testing.assert_close(weights[1][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
         rows = [runs[j][1]["families"]["pixart"][method] for j in (1, 2)]
         assert rows[1]["mse_to_teacher"] == pytest.approx(rows[0]["mse_to_teacher"], rel=1e-2)
-    assert runs[2][1]["settings"]["jobs_by_family"] == {"pixart": 2}
-    assert "2 students side by side" in (runs[2][0] / "report.md").read_text()
+    assert runs[2][1]["settings"]["jobs"] == 2
+    assert "2 models distilled and sampled side by side" in (runs[2][0] / "report.md").read_text()
+
+
+def test_demo_families_are_model_families_and_mmdit_is_a_deprecated_alias_of_sd3(capsys):
+    from lindit.demo.plan import check_families
+    from lindit.integrations.diffusers.families import FAMILIES as MODEL_FAMILIES
+
+    assert set(FAMILIES) == set(MODEL_FAMILIES) and FAMILIES["sd3"].teacher == "mmdit"
+    assert check_families(["mmdit", "dit"]) == ("sd3", "dit")
+    assert "'mmdit' is now called 'sd3'" in capsys.readouterr().err
+    assert check_families(["sd3", "mmdit"]) == ("sd3",)
+    with pytest.raises(ValueError, match="unknown demo family 'sdx'; choose from pixart, sd3, dit"):
+        check_families(["sdx"])
+
+
+def test_latency_inputs_are_the_teachers_own_with_a_real_prompt():
+    # Family.example_inputs builds them: the same tensors as the demo's own builder before it (seed 0 latent,
+    # timestep 500, the world's text encoder on one prompt, class 0).
+    from lindit.demo.evaluate import forward_inputs
+    from lindit.world.teachers import settings_of
+    from lindit.world.text import TextEncoder
+
+    embeds, mask, pooled = TextEncoder.builtin().encode(["a red circle at the center"])
+    want = {"pixart": {"encoder_hidden_states": embeds, "encoder_attention_mask": mask},
+            "mmdit": {"encoder_hidden_states": embeds, "pooled_projections": pooled},
+            "dit": {"class_labels": torch.tensor([0])}}
+    for teacher, conditions in want.items():
+        s = settings_of(teacher)
+        got = forward_inputs(teacher, None, 64)
+        side = 64 * s.latent_size // s.size
+        x = torch.randn(1, s.config["in_channels"], side, side, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(got.pop("hidden_states"), x) and torch.equal(got.pop("timestep"), torch.tensor([500]))
+        assert got.pop("return_dict") is False
+        assert got.pop("added_cond_kwargs", None) == ({"resolution": None, "aspect_ratio": None}
+                                                      if teacher == "pixart" else None)
+        assert got.keys() == conditions.keys() and all(torch.equal(got[k], v) for k, v in conditions.items())

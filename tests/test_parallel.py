@@ -58,3 +58,43 @@ def test_partially_converted_models_are_refused(monkeypatch):
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     with pytest.raises(ValueError, match=r"not converted: transformer_blocks\.0\.attn1"):
         enable_sequence_parallel(student)
+
+
+class OneProcess:
+    """torch.distributed of a group of one (the collectives leave their tensors as they are)."""
+
+    @staticmethod
+    def all_reduce(t, group=None):
+        pass
+
+    @staticmethod
+    def all_gather(out, t, group=None):
+        out[0].copy_(t)
+
+
+@pytest.mark.parametrize("fam, method", [("pixart", "edit"), ("sd3", "mm_edit"), ("pixart", "lit")])
+def test_the_swap_keeps_state_dict_names_saving_and_undoes_itself(monkeypatch, tmp_path, fam, method):
+    from tiny_models import BUILDERS, forward
+
+    import lindit.parallel.shard as shard
+    from lindit.parallel import disable_sequence_parallel
+    from lindit.parallel.layers import ShardedConv2d, ShardedGroupNorm
+
+    for name, value in (("is_initialized", lambda: True), ("get_rank", lambda group=None: 0),
+                        ("get_world_size", lambda group=None: 1)):
+        monkeypatch.setattr(torch.distributed, name, value)
+    monkeypatch.setattr(shard, "dist", OneProcess)
+    torch.manual_seed(0)
+    student = lindit.convert(BUILDERS[fam](), method)
+    keys, reference = list(student.state_dict()), forward(student, fam, *LATENT[fam])
+    enable_sequence_parallel(student)
+    assert any(isinstance(m, ShardedConv2d) for m in student.modules())
+    assert list(student.state_dict()) == keys
+    torch.testing.assert_close(forward(student, fam, *LATENT[fam]), reference, rtol=1e-5, atol=1e-5)
+    lindit.save(student, tmp_path / "sharded")
+    assert list(lindit.load(tmp_path / "sharded").state_dict()) == keys
+    disable_sequence_parallel(student)
+    assert not any(isinstance(m, (ShardedConv2d, ShardedGroupNorm)) for m in student.modules())
+    assert all("bands" not in m.__dict__ for m in student.modules()) and student.lindit_grid.parallel is None
+    assert list(student.state_dict()) == keys
+    torch.testing.assert_close(forward(student, fam, *LATENT[fam]), reference)

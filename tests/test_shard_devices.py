@@ -12,17 +12,18 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import lindit.modules.shard as shard
+import lindit.parallel.shard as shard
 from lindit import parallel
 from lindit.methods import REGISTRY, LayerSpec
 from lindit.modules import MixFFN, SoftmaxAttention
-from lindit.modules.shard import RowShard, ShardedGrid, partition_rows
+from lindit.parallel.layers import shard_layers
+from lindit.parallel.shard import RowShard, ShardedGrid, partition_rows
 
 ROWS, COLS, WORLD = 13, 6, 3
 
 
 class RecordingCollectives:
-    """Stands in for torch.distributed inside lindit.modules.shard."""
+    """Stands in for torch.distributed inside lindit.parallel.shard."""
 
     def __init__(self):
         self.calls = []
@@ -72,6 +73,13 @@ def _band(rank: int) -> ShardedGrid:
     return ShardedGrid(RowShard(rank, WORLD, ROWS, start, stop, group=None), COLS)
 
 
+def _sharded(layer, grid: ShardedGrid, device):
+    """A copy of the layer on ``device`` with the sharded layers swapped in, on the band ``grid``."""
+    layer = copy.deepcopy(layer).to(device)
+    shard_layers(layer, lambda: grid.shard)
+    return layer
+
+
 def _call(layer, joint, grid, device):
     x = torch.randn(2, grid[0] * grid[1], 32, device=device)
     with torch.no_grad():
@@ -85,11 +93,11 @@ LAYERS = _layers()
 def test_collective_tensors_live_on_the_input_device_and_no_layer_syncs(collectives, name, layer, joint):
     for rank in (0, WORLD - 1):  # the first band (zero halo on top) and the last (short band, odd offset)
         collectives.calls.clear()
-        _call(copy.deepcopy(layer).to("meta"), joint, _band(rank), "meta")  # a sync raises; CPU tensors recorded
+        _call(_sharded(layer, _band(rank), "meta"), joint, _band(rank), "meta")  # a sync raises; CPU tensors recorded
         assert collectives.calls, f"{name}: a sharded layer communicates"
         assert {c[1] for c in collectives.calls} == {"meta"}, f"{name}: {collectives.calls}"
         with CountSyncs() as counter:
-            _call(layer, joint, _band(rank), "cpu")
+            _call(_sharded(layer, _band(rank), "cpu"), joint, _band(rank), "cpu")
         assert not counter.syncs, f"{name} reads tensors back to the host: {counter.syncs}"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .integrations.diffusers.families import FAMILIES, family_by_class_name, family_of
+from .integrations.diffusers.families import FAMILIES, family_by_class_name, family_of, vae_factor_of
 from .errors import NonFiniteOutput
 from .models import BUILTIN_PREFIX, load_model
 
@@ -100,14 +100,18 @@ class Request:
 
 def size_multiple(pipe) -> int:
     """Height and width must be multiples of the VAE factor times the patch size."""
-    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    return vae_factor * int(pipe.transformer.config.patch_size)
+    return vae_factor_of(pipe.vae.config) * int(pipe.transformer.config.patch_size)
+
+
+def trained_size(pipe) -> int:
+    """The pixel size the transformer was trained at: its latent sample size times the VAE factor."""
+    return family_of(pipe.transformer).trained_size(pipe.transformer.config, vae_factor_of(pipe.vae.config))
 
 
 def check_request(pipe, req: Request) -> None:
-    m, why = size_multiple(pipe), "VAE factor x patch size"
-    if family_of(pipe.transformer).name == "pixart" and m % 8:  # PixArtSigmaPipeline.check_inputs asks for 8
-        m, why = math.lcm(m, 8), f"{why} {m}, and PixArtSigmaPipeline's 8"
+    m, why, fam = size_multiple(pipe), "VAE factor x patch size", family_of(pipe.transformer)
+    if m % fam.size_multiple:  # e.g. PixArtSigmaPipeline.check_inputs asks for 8
+        m, why = math.lcm(m, fam.size_multiple), f"{why} {m}, and {fam.pipeline}'s {fam.size_multiple}"
     for name, value in (("height", req.height), ("width", req.width)):
         if value <= 0 or value % m:
             lo, hi = max(m, value // m * m), (value // m + 1) * m
@@ -118,7 +122,9 @@ def check_request(pipe, req: Request) -> None:
         raise ValueError(f"batch must be positive, got {req.batch}")
     if not math.isfinite(req.guidance):
         raise ValueError(f"guidance must be a finite number, got {req.guidance}")
-    if family_of(pipe.transformer).name == "dit":
+    if fam.square_only and req.height != req.width:
+        raise ValueError(f"{fam.pipeline} samples square images only; got {req.height}x{req.width}")
+    if fam.class_conditional:
         _check_class_request(pipe, req)
     elif not req.prompts:
         raise ValueError("pass --prompt")
@@ -128,16 +134,15 @@ def check_request(pipe, req: Request) -> None:
 def check_conditioning(family: str, req: Request) -> None:
     """Refuse what the pipeline would silently ignore: class labels for a text-to-image model, prompts for a
     class-conditional one (``run`` itself takes a Request holding both and uses the model's kind)."""
-    if family == "dit" and req.prompts:
+    labels = FAMILIES[family].class_conditional
+    if labels and req.prompts:
         raise ValueError("DiT models are class-conditional: pass --class-label instead of --prompt")
-    if family != "dit" and req.class_labels:
+    if not labels and req.class_labels:
         raise ValueError(f"a {family} model is text-to-image: --class-label applies to class-conditional (DiT) "
                          "models; pass --prompt")
 
 
 def _check_class_request(pipe, req: Request) -> None:
-    if req.height != req.width:
-        raise ValueError(f"DiTPipeline samples square images only; got {req.height}x{req.width}")
     if not req.class_labels:
         raise ValueError("DiT models are class-conditional: pass --class-label")
     classes = int(pipe.transformer.config.num_embeds_ada_norm)
@@ -207,10 +212,10 @@ def run(pipe, req: Request, encode_prompts=None, tiled_vae: bool | None = None, 
     if tiled_vae if tiled_vae is not None else max(req.height, req.width) > 2048:
         pipe.vae.enable_tiling()  # 4K / 8K decodes stay within memory
     generator = torch.Generator("cpu").manual_seed(req.seed)
-    family = family_of(pipe.transformer).name
+    fam = family_of(pipe.transformer)
     pil = "output_type" not in pipe_kwargs  # made from numpy here, after the finiteness check
     pipe_kwargs = {"output_type": "np", **pipe_kwargs}
-    if family == "dit":
+    if fam.class_conditional:
         labels = [label for label in req.class_labels for _ in range(req.batch)]
         with _dit_sample_size(pipe, req.height):
             images = pipe(class_labels=labels, guidance_scale=req.guidance, generator=generator,
@@ -225,8 +230,7 @@ def run(pipe, req: Request, encode_prompts=None, tiled_vae: bool | None = None, 
         kwargs["prompt"] = req.prompts
         if req.negative_prompt is not None:
             kwargs["negative_prompt"] = req.negative_prompt
-    if family == "pixart":
-        kwargs["use_resolution_binning"] = False  # the user's size, not the nearest training bucket
+    kwargs.update(fam.pipeline_kwargs)  # PixArt: the user's size, not the nearest training bucket
     images = pipe(**kwargs, **pipe_kwargs).images
     check_finite(images, "latents" if pipe_kwargs["output_type"] == "latent" else "images")
     return pipe.numpy_to_pil(images) if pil else images

@@ -219,7 +219,7 @@ CASES = [
     ("demo --families pixart --methods nosuch --out {new}", "unknown method 'nosuch'"),
     ("demo --families pixart --methods mm_edit --out {new}", "student 'mm_edit' does not fit the pixart family"),
     ("demo --families pixart --methods kv_compress:factor=0 --out {new}", "factor=0"),
-    ("demo --families mmdit --methods mm_edit:eta=bogus --out {new}", "eta='bogus'"),
+    ("demo --families sd3 --methods mm_edit:eta=bogus --out {new}", "eta='bogus'"),
     ("demo --steps 0 --out {new}", "--steps: must be a positive integer, got '0'"),
     ("demo --lr nan --out {new}", "--lr: must be a finite number, got 'nan'"),
     ("demo --lr 0 --out {new}", "--lr: must be a positive number, got '0'"),

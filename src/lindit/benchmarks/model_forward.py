@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from ..integrations.diffusers import convert, token_grid
+from ..integrations.diffusers.families import FAMILIES
 from ..methods import method_variant
 from ..integrations.diffusers.positions import InterpolatingPatchEmbed
 from ..eval.measure import count_flops, peak_memory_bytes, time_call, timed_peak
@@ -145,7 +146,7 @@ QUADRATIC = ("teacher", "kv_compress")
 def _too_small_table(preset: Preset, model: nn.Module, height: int, width: int) -> str | None:
     """The teacher SD3 crops its positional table: larger grids cannot run (EDiT Table 3's '-'). Converted
     models interpolate the table (``allow_any_resolution``) and run."""
-    if preset.family == "dit" and height != width:
+    if FAMILIES[preset.family].square_only and height != width:
         return f"DiTTransformer2DModel takes square latents only, got {height}x{width}"
     max_size = preset.config.get("pos_embed_max_size")
     p = preset.config["patch_size"]
@@ -235,7 +236,7 @@ def bench_method(preset: Preset, method: str, sizes, s: ModelSettings, done: lis
     first, counts = type_plan(full)
     stubs = {}
     for hp, wp in sizes:
-        h, w = hp // 8, wp // 8
+        h, w = hp // preset.vae_factor, wp // preset.vae_factor
         cell = ModelCell(preset.name, method, hp, wp, (h // 2) * (w // 2), estimate=s.layers != "full",
                          dtype=s.dtype_name)
         cell.skipped = _too_small_table(preset, full, h, w)

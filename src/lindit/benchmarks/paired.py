@@ -103,7 +103,8 @@ def run_rounds(preset: Preset, methods: list[str], height_px: int, width_px: int
     for method in methods:  # a bad method or option fails before any block is built
         meta_model(preset, method)
     settings, shared = [replace(s, dtype=d) for d in (dtypes or [s.dtype])], {}
-    built = [_timers(preset, m, height_px // 8, width_px // 8, st, c, shared) for st in settings
+    h, w = height_px // preset.vae_factor, width_px // preset.vae_factor
+    built = [_timers(preset, m, h, w, st, c, shared) for st in settings
              for c in ((False, True) if compile else (False,)) for m in methods]
     for _, timers in built:
         for timer in timers.values():

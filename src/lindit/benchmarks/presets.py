@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
 
+from ..integrations.diffusers.families import FAMILIES
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -19,26 +21,19 @@ class Preset:
     model_class: type
     config: dict = field(repr=False)
     methods: tuple[str, ...]  # "teacher" is the unconverted model
-    prompt_tokens: int = 0
-    prompt_dim: int = 0
-    pooled_dim: int = 0
-    latent_channels: int = 4
+    prompt_tokens: int = 0  # prompt length (channels, pooled size and latent channels come from config)
+
+    @property
+    def vae_factor(self) -> int:
+        """px per latent pixel (the family's published VAE)."""
+        return FAMILIES[self.family].vae_factor
 
     def inputs(self, height: int, width: int, device, dtype) -> dict:
         """Keyword arguments of one forward at a latent of height x width (batch 1)."""
-        g = torch.Generator().manual_seed(0)
-        kw = {"hidden_states": torch.randn(1, self.latent_channels, height, width, generator=g),
-              "timestep": torch.tensor([500])}
-        if self.family == "dit":
-            kw["class_labels"] = torch.tensor([207])
-        else:
-            kw["encoder_hidden_states"] = torch.randn(1, self.prompt_tokens, self.prompt_dim, generator=g)
-        if self.family == "sd3":
-            kw["pooled_projections"] = torch.randn(1, self.pooled_dim, generator=g)
-        if self.family == "pixart":
-            kw["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
-        return {k: (v.to(device=device, dtype=dtype) if torch.is_tensor(v) and v.is_floating_point() else
-                    v.to(device) if torch.is_tensor(v) else v) for k, v in kw.items()}
+        fam = FAMILIES[self.family]
+        tensors = fam.example_inputs(self.config, (height, width), 1, self.prompt_tokens, timestep=500, class_label=207,
+                                     generator=torch.Generator().manual_seed(0), dtype=dtype, device=device)
+        return {**tensors, **fam.static_kwargs}
 
 
 PRESETS = {
@@ -48,7 +43,7 @@ PRESETS = {
              cross_attention_dim=1152, caption_channels=4096, sample_size=128, patch_size=2,
              use_additional_conditions=False, interpolation_scale=2),
         ("teacher", "kv_compress", "sana", "linfusion", "lit", "edit"),
-        prompt_tokens=300, prompt_dim=4096),
+        prompt_tokens=300),
     "sd35-medium": Preset(
         "sd35-medium", "sd3", SD3Transformer2DModel,
         dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
@@ -56,7 +51,7 @@ PRESETS = {
              pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=384,
              dual_attention_layers=tuple(range(13)), qk_norm="rms_norm"),
         ("teacher", "sana_mmdit", "linear_mmdit_alpha", "mm_edit"),
-        prompt_tokens=333, prompt_dim=4096, pooled_dim=2048, latent_channels=16),
+        prompt_tokens=333),
     "dit-xl-2": Preset(
         "dit-xl-2", "dit", DiTTransformer2DModel,
         dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,

@@ -56,7 +56,7 @@ def run_rounds(preset, methods, px: int, dtypes, rounds: int, device, progress=N
         label, index = next(iter(type_plan(full)[0].items()))
         for dtype in dtypes:
             s = ModelSettings(device, resolve_dtype(dtype))
-            inputs = preset.inputs(px // 8, px // 8, device, s.dtype)
+            inputs = preset.inputs(px // preset.vae_factor, px // preset.vae_factor, device, s.dtype)
             timers[(method, dtype)] = BlockTimer(one_block_model(full, index, device, s.dtype),
                                                  one_block_model(full, index, None, None), inputs, s)
     for timer in timers.values():

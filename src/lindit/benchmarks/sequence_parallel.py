@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..dtypes import resolve_dtype
-from ..modules.shard import CommCounter
+from ..parallel.shard import CommCounter
 from ..parallel import enable_sequence_parallel, launch
 from .model_forward import materialize, meta_model
 from .presets import PRESETS
@@ -37,7 +37,8 @@ def _model(preset_name: str, method: str, blocks: int, dtype) -> nn.Module:
 def _worker(rank: int, world: int, cfg: dict, out: str) -> None:
     dtype = resolve_dtype(cfg["dtype"])
     model = _model(cfg["preset"], cfg["method"], cfg["blocks"], dtype)
-    inputs = PRESETS[cfg["preset"]].inputs(cfg["height"] // 8, cfg["width"] // 8, "cpu", dtype)
+    preset = PRESETS[cfg["preset"]]
+    inputs = preset.inputs(cfg["height"] // preset.vae_factor, cfg["width"] // preset.vae_factor, "cpu", dtype)
     if world > 1:
         enable_sequence_parallel(model)
 

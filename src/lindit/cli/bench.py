@@ -12,6 +12,7 @@ from ..dtypes import dtype_name, resolve_dtype
 from ..eval.measure import machine_info, resolve_device
 from ..eval.report import fmt_mb, fmt_seconds, markdown_table, pivot
 from ..benchmarks.presets import PRESETS
+from ..integrations.diffusers.families import FAMILIES
 
 FULL_RES = (512, 1024, 2048, 4096, 8192)
 QUICK_RES = (512, 1024, 2048)
@@ -238,7 +239,7 @@ def _attention_cells(plan, sizes, settings):
     """Attention-only timings of each method's layer at the square sizes' token counts."""
     names = []
     for preset, method in plan:
-        name = ("joint_softmax" if preset.family == "sd3" else "softmax") if method == "teacher" else method
+        name = FAMILIES[preset.family].teacher_attention if method == "teacher" else method
         names += [name] if name not in names else []
     tokens = [(h // 16) * (w // 16) for h, w in sizes if h == w]
     s = ba.Settings(1152, 16, 333, 1, settings.dtype, settings.device, settings.max_seconds, settings.repeats)

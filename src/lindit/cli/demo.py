@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (at the end, once the new "
                    "report is complete)")
     p.add_argument("--quick", action="store_true", help="one student per family, fewer steps and images")
-    p.add_argument("--families", nargs="+", metavar="F", help="pixart, mmdit, dit (default: all)")
+    p.add_argument("--families", nargs="+", metavar="F", help="pixart, sd3, dit (default: all; mmdit: sd3)")
     family_steps = ", ".join(f"{name} {plan.steps}" for name, plan in FAMILIES.items())
     p.add_argument("--steps", type=positive_int, help=f"distillation steps per student (default: each family's, "
                    f"{family_steps}; --quick: 120)")
@@ -62,8 +62,8 @@ def add_parser(subparsers) -> None:
                    help="also distil each family's paper student (edit, mm_edit, lit) with its paper's own recipe, "
                    "as a row NAME@paper, and report what the demo's departures from that recipe buy")
     p.add_argument("--jobs", type=positive_int, metavar="N",
-                   help="students distilled side by side in N worker processes sharing the threads (default: one "
-                   "per thread, at most one per student; 1: one after another)")
+                   help="models (teachers, students, every seed's) distilled and sampled side by side in N worker "
+                   "processes sharing the threads, longest first (default: one per thread; 1: one after another)")
     p.set_defaults(func=run)
 
 

@@ -45,13 +45,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _default_size(pipe) -> int:
-    from ..generate import size_multiple
-
-    cfg = pipe.transformer.config
-    return int(cfg.sample_size) * (size_multiple(pipe) // int(cfg.patch_size))
-
-
 def _paths(out: Path, n: int) -> list[Path]:
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {out}")
@@ -158,7 +151,9 @@ class _WholePipeline:
         self.method = (getattr(self.pipe.transformer, "lindit_config", None) or {}).get("method", "teacher")
 
     def default_size(self) -> int:
-        return _default_size(self.pipe)
+        from ..generate import trained_size
+
+        return trained_size(self.pipe)
 
     def __call__(self, req):
         from ..generate import run as generate

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..eval.measure import time_call
 from ..generate import Request, run
+from ..integrations.diffusers.families import FAMILIES
 from ..eval.quality import class_adherence
 from ..world.detect import adherence
 from ..world.fid import frechet_distance
@@ -69,33 +70,41 @@ def sample(teacher: str, model: nn.Module, evals: EvalSet, steps: int, guidance:
 
 def quality(images: torch.Tensor, evals: EvalSet, teacher_images: torch.Tensor | None) -> dict[str, float]:
     """Classifier FID against the reference set, adherence in [0, 1], and agreement with the teacher."""
+    return {**scores(images, evals), **agreement(images, teacher_images)}
+
+
+def scores(images: torch.Tensor, evals: EvalSet) -> dict[str, float]:
+    """Classifier FID against the reference set and adherence in [0, 1]."""
     fid = frechet_distance(evals.reference, images)
     score = class_adherence(images, evals.labels) if evals.class_conditional else adherence(images, evals.labels)
-    row = {"fid": round(fid, 3), "adherence": round(score, 4)}
+    return {"fid": round(fid, 3), "adherence": round(score, 4)}
+
+
+def agreement(images: torch.Tensor, teacher_images: torch.Tensor | None) -> dict[str, float | None]:
+    """MSE and PSNR on [0, 1] pixels against the teacher's images from the same noise."""
     if teacher_images is None:  # the teacher itself: agreement is trivially perfect. The chance level of
         # agreement is the MSE between its images of different prompts and noise (shifted by one).
         unpaired = ((images - images.roll(1, 0)) / 2).pow(2).mean().item()
-        return {**row, "mse_to_teacher": 0.0, "psnr_to_teacher": None, "mse_unpaired": round(unpaired, 6)}
-    mse = ((images - teacher_images) / 2).pow(2).mean().item()  # on [0, 1] pixels
-    return {**row, "mse_to_teacher": round(mse, 6), "psnr_to_teacher": round(10 * math.log10(1 / max(mse, 1e-12)), 3)}
+        return {"mse_to_teacher": 0.0, "psnr_to_teacher": None, "mse_unpaired": round(unpaired, 6)}
+    mse = ((images - teacher_images) / 2).pow(2).mean().item()
+    return {"mse_to_teacher": round(mse, 6), "psnr_to_teacher": round(10 * math.log10(1 / max(mse, 1e-12)), 3)}
 
 
 def forward_inputs(teacher: str, model: nn.Module, size: int) -> dict:
     """One-image transformer inputs at ``size`` px (latents of size / 4 px with the world's autoencoder)
     with a real prompt (or class)."""
     s = settings_of(teacher)
+    fam = FAMILIES[s.family]
     side = size * s.latent_size // s.size  # (B, C, side, side)
-    x = torch.randn(1, s.config["in_channels"], side, side, generator=torch.Generator().manual_seed(0))
-    kwargs = {"hidden_states": x, "timestep": torch.tensor([500]), "return_dict": False}
-    if s.conditioning == "labels":
-        return {**kwargs, "class_labels": torch.tensor([0])}
-    from ..world.text import TextEncoder
+    if fam.class_conditional:
+        conditions = {"class_labels": torch.tensor([0])}
+    else:
+        from ..world.text import TextEncoder
 
-    embeds, mask, pooled = TextEncoder.builtin().encode(["a red circle at the center"])
-    if s.family == "sd3":
-        return {**kwargs, "encoder_hidden_states": embeds, "pooled_projections": pooled}
-    return {**kwargs, "encoder_hidden_states": embeds, "encoder_attention_mask": mask,
-            "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+        conditions = fam.text_conditions(*TextEncoder.builtin().encode(["a red circle at the center"]))
+    inputs = fam.example_inputs(s.config, (side, side), timestep=500, conditions=conditions,
+                                generator=torch.Generator().manual_seed(0))
+    return {**inputs, **fam.static_kwargs, "return_dict": False}
 
 
 @torch.no_grad()

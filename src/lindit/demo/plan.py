@@ -6,8 +6,10 @@ attention mechanisms and nothing else (as EDiT Tables 1 and 2 do).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 
+from ..integrations.diffusers.families import FAMILIES as MODEL_FAMILIES, FAMILY_ALIASES
 from ..methods import method_variant
 from ..world.teachers import settings_of
 
@@ -45,22 +47,25 @@ FAMILIES: dict[str, FamilyPlan] = {
     # MM-EDiT's eta is Eq. 6's per query, estimated from the image keys' moments ("moments"), with the softmax
     # pairs on the queries and keys before the ReLU ("raw"); every student keeps the last block's softmax
     # attention. docs/DIAGNOSIS.md has why (lindit diagnose) and the runs behind each choice.
-    "mmdit": FamilyPlan("mmdit", "mm_edit", ("mm_edit", "mm_edit_exact", "linear_mmdit_alpha", "sana_mmdit"),
-                        ("mm_edit",), 240, convert={"mm_edit": {"eta": "moments", "softmax_qk": "raw"}},
-                        convert_all={"keep_softmax": [-1]}, orderings=(("mm_edit", "linear_mmdit_alpha"),),
-                        paper_convert={"inherit": "qkvo"}),
+    "sd3": FamilyPlan("mmdit", "mm_edit", ("mm_edit", "mm_edit_exact", "linear_mmdit_alpha", "sana_mmdit"),
+                      ("mm_edit",), 240, convert={"mm_edit": {"eta": "moments", "softmax_qk": "raw"}},
+                      convert_all={"keep_softmax": [-1]}, orderings=(("mm_edit", "linear_mmdit_alpha"),),
+                      paper_convert={"inherit": "qkvo"}),
     # LiT Guideline 2: few heads (the teacher has 4). LiT's own L_simple (task) term, EDiT's feature term and
     # 960 steps (docs/DIAGNOSIS.md has the runs behind each).
     "dit": FamilyPlan("dit", "lit", ("lit",), ("lit",), 960, convert={"lit": {"heads": 2}},
                       loss={"task": 1.0, "feature": 0.5}, paper_convert={"heads": 2}),  # Guideline 4: inherit none
 }
 
+# Keys are lindit's family names (integrations.diffusers.families); a plan's teacher is a built-in teacher name.
+assert set(FAMILIES) <= set(MODEL_FAMILIES), "demo families must be model families"
+
 
 @dataclass
 class DemoSettings:
     """The run's budget; ``quick()`` is the CI-sized one."""
 
-    families: tuple[str, ...] = ("pixart", "mmdit", "dit")
+    families: tuple[str, ...] = ("pixart", "sd3", "dit")
     quick: bool = False
     # Sized for `make demo`'s 15 minutes on 2 CPU cores with the latent-space teachers (about 1M parameters
     # each): 300 images per model and each family's steps per student (FamilyPlan.steps). The README says how
@@ -135,10 +140,16 @@ class DemoSettings:
 
 
 def check_families(names) -> tuple[str, ...]:
-    bad = [n for n in names if n not in FAMILIES]
-    if bad:
-        raise ValueError(f"unknown demo family {bad[0]!r}; choose from {', '.join(FAMILIES)}")
-    return tuple(names)
+    """The demo families ``names``, with deprecated aliases (``mmdit``: ``sd3``) replaced, and a warning."""
+    out = []
+    for name in names:
+        if name in FAMILY_ALIASES:
+            print(f"warning: demo family {name!r} is now called {FAMILY_ALIASES[name]!r}", file=sys.stderr)
+            name = FAMILY_ALIASES[name]
+        if name not in FAMILIES:
+            raise ValueError(f"unknown demo family {name!r}; choose from {', '.join(FAMILIES)}")
+        out.append(name)
+    return tuple(dict.fromkeys(out))
 
 
 def _inherit(inherit: str, method: str) -> dict:

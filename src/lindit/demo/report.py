@@ -15,13 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..integrations.diffusers.families import FAMILIES as MODEL_FAMILIES
 from ..io import atomic_path, write_json, write_text
-from ..world.teachers import settings_of
 from .plan import FAMILIES, PAPER
 from .seeds import SPREAD, noise, sd, verdict
 
-FAMILY_TITLES = {"pixart": "PixArt-style DiT (EDiT Table 1)", "mmdit": "SD3.5-style MM-DiT (EDiT Table 2)",
+FAMILY_TITLES = {"pixart": "PixArt-style DiT (EDiT Table 1)", "sd3": "SD3.5-style MM-DiT (EDiT Table 2)",
                  "dit": "Class-conditional DiT (LiT)"}
 
 
@@ -32,7 +30,7 @@ def checks(families: dict[str, dict]) -> list[dict]:
         teacher = rows["teacher"]
         out.append(_check(f"{family} teacher adherence >= 80%", teacher["adherence"] - 0.8, noise(sd(teacher, "adherence")),
                           _pct(teacher), inclusive=True))
-        main = MODEL_FAMILIES[settings_of(FAMILIES[family].teacher).family].default_method  # the paper's method
+        main = FAMILIES[family].recipe  # the family's paper student: edit, mm_edit, lit
         if main in rows:
             out += _matches(main, rows[main], "the teacher's", teacher)
         for student, reference in FAMILIES[family].matches:
@@ -147,7 +145,7 @@ def recipe_words(recipe: dict) -> str:
 
 
 def _steps_words(s: dict) -> str:
-    """'120 steps', or each family's: '720 steps (pixart), 240 steps (mmdit, dit)'."""
+    """'120 steps', or each family's: '720 steps (pixart), 240 steps (sd3, dit)'."""
     by_steps: dict[int, list[str]] = {}
     for family, steps in s["steps_by_family"].items():
         by_steps.setdefault(steps, []).append(family)
@@ -195,10 +193,9 @@ def claims_table(checks: list[dict], seeds: int) -> list[str]:
 
 
 def _jobs_words(s: dict) -> str:
-    side = {f: j for f, j in s.get("jobs_by_family", {}).items() if j > 1}
-    if not side:
+    if s.get("jobs", 1) == 1:
         return ""
-    return " (" + ", ".join(f"{f}: {j} students side by side" for f, j in side.items()) + ", sharing the threads)"
+    return f" ({s['jobs']} models distilled and sampled side by side, sharing the threads)"
 
 
 def write_markdown(out: Path, report: dict, command: str) -> None:

@@ -8,8 +8,8 @@ import multiprocessing
 import re
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, replace
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from ..io import atomic_dir, check_output
 from ..methods import method_variant
 from ..training.config import parse_config
 from ..world.teachers import SETTINGS_NAME, load_builtin_teacher, settings_of, teacher_dir
-from .evaluate import EvalSet, eval_set, latency, quality, sample
+from .evaluate import EvalSet, agreement, eval_set, latency, sample, scores
 from .plan import FAMILIES, DemoSettings, paper_recipe, run_config
 from .report import latency_plot, sample_grid, write_json_report, write_markdown
 from .seeds import combine
@@ -43,16 +43,50 @@ def run_demo(settings: DemoSettings, out: str | Path, command: str = "lindit dem
         return _run(settings, tmp, command, start)
 
 
+@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity
+class _World:
+    """What every model of one (seed, family) is measured against, and where its students go."""
+
+    seed: int
+    family: str
+    evals: EvalSet
+    guidance: float
+    cache: str  # the encoded distillation images
+    students: Path  # the folder above students/FAMILY/METHOD
+
+
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """One model of the report: the teacher (``method`` None) sampled, or a student distilled and sampled."""
+
+    world: _World
+    method: str | None
+    steps: int  # what orders the queue: longest first, so the last models finish together
+
+
 def _run(settings: DemoSettings, out: Path, command: str, start: float) -> dict:
-    total = settings.seeds * sum(1 + len(settings.methods(f)) for f in settings.families)
-    bar = tqdm(total=total, desc="lindit demo", unit="model", position=0)
-    families = {family: _seeded_family(family, settings, out, bar) for family in settings.families}
+    """Every model of every seed is one job (distil, then sample and score); the jobs share one pool of
+    worker processes, longest first, so no core idles while a family's last student trains. Latency is
+    measured afterwards in this process, alone."""
+    seeds = settings.seed_list() if settings.seeds > 1 else [settings.seed]
+    jobs_list = [_Job(world, m, settings.steps_for(world.family) if m else 0)
+                 for world in _worlds(settings, seeds, out) for m in (None, *settings.methods(world.family))]
+    bar = tqdm(total=len(jobs_list), desc="lindit demo", unit="model", position=0)
+    results = _run_jobs(sorted(jobs_list, key=lambda j: -j.steps), settings, bar)  # stable: teachers last
     shutil.rmtree(out / "cache", ignore_errors=True)  # the encoded worlds: tens of MB no student needs now
+    bar.set_postfix_str("latency")
+    families = {}
+    for family in settings.families:
+        tables = [_table(family, seed, settings, results) for seed in seeds]
+        families[family] = tables[0] if len(seeds) == 1 else {
+            name: combine([t[name] for t in tables], seeds) for name in tables[0]}
+        first = [j for j in jobs_list if j.world.family == family and j.world.seed == seeds[0]]
+        sample_grid(out / f"{family}_samples.png", {_name(j): results[j][0] for j in first},
+                    [str(c) for c in _titles(family, first[0].world.evals)])
     bar.close()
     threads = torch.get_num_threads()
     meta = {**asdict(settings), "steps_by_family": {f: settings.steps_for(f) for f in settings.families},
-            "jobs_by_family": {f: worker_split(settings.jobs, len(settings.methods(f)), threads)[0]
-                               for f in settings.families},
+            "jobs": worker_split(settings.jobs, len(jobs_list), threads)[0],
             "recipes": {f: _recipe(f, settings) for f in settings.families},
             "total_seconds": round(time.perf_counter() - start, 1), "command": command,
             "machine": machine_info(torch.device("cpu"))}
@@ -62,42 +96,107 @@ def _run(settings: DemoSettings, out: Path, command: str, start: float) -> dict:
     return report
 
 
-def _seeded_family(family: str, settings: DemoSettings, out: Path, bar) -> dict[str, dict]:
-    """The family's rows, each the mean and spread over the seeds (one seed: that seed's rows). With several
-    seeds, seed S's students live in OUT/seed-S/students; grids and latency come from the first seed."""
-    if settings.seeds == 1:
-        return _family(family, settings, out, bar)
-    runs = [_family(family, replace(settings, seed=s), out, bar, f"seed-{s}", first=k == 0)
-            for k, s in enumerate(settings.seed_list())]
-    return {name: combine([run[name] for run in runs], settings.seed_list()) for name in runs[0]}
+def _worlds(settings: DemoSettings, seeds: list[int], out: Path) -> list[_World]:
+    """Per seed and family: the held-out prompts and the encoded distillation images. With several seeds,
+    seed S's students live in OUT/seed-S/students."""
+    worlds = []
+    for seed in seeds:
+        seed_dir = f"seed-{seed}" if len(seeds) > 1 else None
+        for family in settings.families:
+            plan, seeded = FAMILIES[family], replace(settings, seed=seed)
+            recorded = settings_of(plan.teacher).guidance
+            cache = out / "cache" / "-".join(filter(None, (family, seed_dir)))
+            tqdm.write(f"{family}: encoding the distillation images (seed {seed})")
+            worlds.append(_World(seed, family, eval_set(plan.teacher, settings.n_eval, settings.eval_prompt_seed,
+                                                        settings.reference_seed),
+                                 settings.guidance if settings.guidance is not None else recorded,
+                                 _encode_world(family, seeded, cache), out / seed_dir if seed_dir else out))
+    return worlds
 
 
-def _family(family: str, settings: DemoSettings, out: Path, bar, seed_dir: str | None = None,
-            first: bool = True) -> dict[str, dict]:
-    plan, teacher_settings = FAMILIES[family], settings_of(FAMILIES[family].teacher)
-    guidance = settings.guidance if settings.guidance is not None else teacher_settings.guidance
-    evals = eval_set(plan.teacher, settings.n_eval, settings.eval_prompt_seed, settings.reference_seed)
-    teacher = load_builtin_teacher(plan.teacher)
-    measure = lambda model, ref: _measure(plan.teacher, model, evals, ref, settings, guidance, first)  # noqa: E731
-    bar.set_postfix_str(f"{family}: teacher (seed {settings.seed})")
-    teacher_images, rows = measure(teacher, None)
-    recorded = json.loads((teacher_dir(plan.teacher) / SETTINGS_NAME).read_text())
-    rows.update(train_steps=recorded["steps"], train_seconds=recorded["train_seconds"])
-    table, grid = {"teacher": rows}, {"teacher": teacher_images}
-    _log(family, "teacher", rows, settings.seed)
+def _run_jobs(jobs: list[_Job], settings: DemoSettings, bar) -> dict[_Job, tuple]:
+    """job -> (images, row, seconds to train). With ``jobs`` > 1, that many at a time in worker processes
+    sharing the threads (tiny models use extra threads poorly, so models side by side finish sooner than
+    one after another)."""
+    processes, threads = worker_split(settings.jobs, len(jobs), torch.get_num_threads())
+    results = {}
+    if processes == 1:
+        for job in jobs:
+            bar.set_postfix_str(f"{job.world.family}: {_name(job)} (seed {job.world.seed})")
+            results[job] = _model(job, settings, progress_bar=True)
+            _done(job, results, bar)
+        return results
+    bar.set_postfix_str(f"{len(jobs)} models, {processes} at a time")
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker, initargs=(threads,))
+    try:
+        futures = {pool.submit(_model, job, settings, False): job for job in jobs}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            _done(futures[future], results, bar)
+    finally:  # a failed model stops the demo without waiting for the queued ones
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def _model(job: _Job, settings: DemoSettings, progress_bar: bool) -> tuple[torch.Tensor, dict, float]:
+    """(images, FID and adherence, seconds to train) of one model; a student is distilled first."""
+    world, plan = job.world, FAMILIES[job.world.family]
+    seeded, seconds = replace(settings, seed=world.seed), 0.0
+    if job.method is None:
+        model = load_builtin_teacher(plan.teacher)
+    else:
+        folder, seconds = _distill(world.family, job.method, seeded, world.students, world.cache, progress_bar)
+        model = _load_student(folder, settings)
+    images = sample(plan.teacher, model, world.evals, settings.sample_steps, world.guidance, world.seed)
+    return images, scores(images, world.evals), seconds
+
+
+def _done(job: _Job, results: dict, bar) -> None:
+    images, row, _ = results[job]
+    tqdm.write(f"{job.world.family:>6} {_name(job):<20} seed {job.world.seed}: FID {row['fid']:8.1f}, "
+               f"adherence {row['adherence']:6.1%}")
     bar.update()
-    bar.set_postfix_str(f"{family}: encoding the distillation images")
-    cache = _encode_world(family, settings, out / "cache" / "-".join(filter(None, (family, seed_dir))))
-    trained = _distill_all(family, settings, out / seed_dir if seed_dir else out, cache, bar)
-    for method, (folder, seconds) in trained.items():
-        bar.set_postfix_str(f"{family}: measuring {method}")
-        grid[method], table[method] = measure(_load_student(folder, settings), teacher_images)
-        table[method].update(train_steps=settings.steps_for(family), train_seconds=round(seconds, 1))
-        _log(family, method, table[method], settings.seed)
-        bar.update()
-    if first:
-        sample_grid(out / f"{family}_samples.png", grid, [str(c) for c in _titles(family, evals)])
+
+
+def _table(family: str, seed: int, settings: DemoSettings, results: dict) -> dict[str, dict]:
+    """The family's rows for one seed: scores, agreement with the teacher's images, latency (first seed
+    only: it does not depend on the seed) and training."""
+    jobs = {_name(j): j for j in results if j.world.family == family and j.world.seed == seed}
+    jobs = {name: jobs[name] for name in ("teacher", *settings.methods(family))}  # the report's order
+    teacher_images = results[jobs["teacher"]][0]
+    timed = seed == (settings.seed_list()[0] if settings.seeds > 1 else settings.seed)
+    table = {}
+    for name, job in jobs.items():
+        images, scored, seconds = results[job]
+        row = {**scored, **agreement(images, None if job.method is None else teacher_images)}
+        if timed:
+            row.update(_latency(job, settings))
+        table[name] = {**row, **_training(job, settings, seconds)}
     return table
+
+
+def _latency(job: _Job, settings: DemoSettings) -> dict:
+    teacher = FAMILIES[job.world.family].teacher
+    if job.method is None:
+        model = load_builtin_teacher(teacher)
+    else:
+        model = _load_student(_student_folder(job.world.students, job.world.family, job.method), settings)
+    by_size = latency(teacher, model, settings.latency_sizes)
+    tqdm.write(f"{job.world.family:>6} {_name(job):<20} {1000 * by_size[settings.latency_sizes[0]]:.2f} ms/forward")
+    return {"latency_s": round(by_size[settings.latency_sizes[0]], 6),
+            "latency_s_by_size": {str(k): round(v, 6) for k, v in by_size.items()}}
+
+
+def _training(job: _Job, settings: DemoSettings, seconds: float) -> dict:
+    if job.method is not None:
+        return {"train_steps": settings.steps_for(job.world.family), "train_seconds": round(seconds, 1)}
+    recorded = json.loads((teacher_dir(FAMILIES[job.world.family].teacher) / SETTINGS_NAME).read_text())
+    return {"train_steps": recorded["steps"], "train_seconds": recorded["train_seconds"]}
+
+
+def _name(job: _Job) -> str:
+    return "teacher" if job.method is None else job.method
 
 
 def _recipe(family: str, settings: DemoSettings) -> dict:
@@ -143,40 +242,9 @@ def _titles(family: str, evals: EvalSet) -> list:
     return [ShapesClassDataset.class_names[c] for c in evals.conditions]
 
 
-def _measure(teacher: str, model, evals: EvalSet, teacher_images, settings: DemoSettings, guidance: float,
-             timed: bool = True):
-    images = sample(teacher, model, evals, settings.sample_steps, guidance, settings.seed)
-    row = quality(images, evals, teacher_images)
-    if not timed:  # a later seed: latency does not depend on it
-        return images, row
-    by_size = latency(teacher, model, settings.latency_sizes)
-    row.update(latency_s=round(by_size[settings.latency_sizes[0]], 6),
-               latency_s_by_size={str(k): round(v, 6) for k, v in by_size.items()})
-    return images, row
-
-
-def _distill_all(family: str, settings: DemoSettings, out: Path, cache: str, bar) -> dict[str, tuple[Path, float]]:
-    """Distil every student of the family: method -> (its folder, seconds). With ``jobs`` > 1, that many
-    students at a time in worker processes sharing the threads (tiny models use extra threads poorly, so
-    students side by side finish sooner than one after another); latency is measured afterwards, alone."""
-    methods = settings.methods(family)
-    jobs, threads = worker_split(settings.jobs, len(methods), torch.get_num_threads())
-    if jobs == 1:
-        trained = {}
-        for method in methods:
-            bar.set_postfix_str(f"{family}: distilling {method}")
-            trained[method] = _distill(family, method, settings, out, cache)
-        return trained
-    bar.set_postfix_str(f"{family}: distilling {len(methods)} students, {jobs} at a time")
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {m: pool.submit(_distill, family, m, settings, out, cache, False) for m in methods}
-        return {m: f.result() for m, f in futures.items()}
-
-
-def worker_split(jobs: int | None, students: int, threads: int) -> tuple[int, int]:
-    """(processes, threads each): ``jobs`` None takes one process per thread, at most one per student."""
-    jobs = max(1, min(jobs or threads, students))
+def worker_split(jobs: int | None, models: int, threads: int) -> tuple[int, int]:
+    """(processes, threads each): ``jobs`` None takes one process per thread, at most one per model."""
+    jobs = max(1, min(jobs or threads, models))
     return jobs, max(1, threads // jobs)
 
 
@@ -188,7 +256,7 @@ def _distill(family: str, method: str, settings: DemoSettings, out: Path, cache:
              progress_bar: bool = True) -> tuple[Path, float]:
     from ..training import distill
 
-    folder = out / "students" / family / re.sub(r"[^\w.=-]+", "_", method)  # variants: edit:cf_reduction=8
+    folder = _student_folder(out, family, method)
     config = run_config(family, method, settings, cache)
     config["logging"]["progress_bar"] = progress_bar  # workers' bars would interleave
     start = time.perf_counter()
@@ -197,14 +265,13 @@ def _distill(family: str, method: str, settings: DemoSettings, out: Path, cache:
     return folder, time.perf_counter() - start
 
 
+def _student_folder(out: Path, family: str, method: str) -> Path:
+    return out / "students" / family / re.sub(r"[^\w.=-]+", "_", method)  # variants: edit:cf_reduction=8
+
+
 def _load_student(folder: Path, settings: DemoSettings):
     from ..integrations.diffusers import load
 
     return load(folder / "ema" if settings.ema is not None else folder)
 
 
-def _log(family: str, name: str, row: dict, seed: int) -> None:
-    psnr = "" if row["psnr_to_teacher"] is None else f", PSNR {row['psnr_to_teacher']:.1f} dB"
-    timing = f", {1000 * row['latency_s']:.2f} ms/forward" if "latency_s" in row else ""
-    tqdm.write(f"{family:>6} {name:<20} seed {seed}: FID {row['fid']:8.1f}, adherence {row['adherence']:6.1%}"
-               f"{psnr}{timing}")

@@ -33,47 +33,13 @@ FORMATS = ("onnx", "torch-export")
 EXTERNAL_DATA_BYTES = 1 << 30  # ONNX protobufs stop at 2 GB: larger weights go to FILE.data
 
 
-def _latent(g, batch, model, h, w):
-    return torch.randn(batch, model.config.in_channels, h, w, generator=g)  # (B, C, H, W)
-
-
-def _pixart_inputs(model, g, batch, h, w, prompt_tokens):
-    text = torch.randn(batch, prompt_tokens, model.config.caption_channels, generator=g)  # (B, L, C_text)
-    return {"hidden_states": _latent(g, batch, model, h, w), "encoder_hidden_states": text,
-            "timestep": torch.randint(0, 1000, (batch,), generator=g)}
-
-
-def _sd3_inputs(model, g, batch, h, w, prompt_tokens):
-    cfg = model.config
-    return {"hidden_states": _latent(g, batch, model, h, w),
-            "encoder_hidden_states": torch.randn(batch, prompt_tokens, cfg.joint_attention_dim, generator=g),
-            "pooled_projections": torch.randn(batch, cfg.pooled_projection_dim, generator=g),
-            "timestep": torch.rand(batch, generator=g) * 1000}  # flow matching: fractional timesteps
-
-
-def _dit_inputs(model, g, batch, h, w, prompt_tokens):
-    return {"hidden_states": _latent(g, batch, model, h, w), "timestep": torch.randint(0, 1000, (batch,), generator=g),
-            "class_labels": torch.randint(0, model.config.num_embeds_ada_norm, (batch,), generator=g)}
-
-
-# family -> (example inputs, extra keyword arguments the model needs that are not tensors)
-INPUTS = {
-    "pixart": (_pixart_inputs, {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}),
-    "sd3": (_sd3_inputs, {}),
-    "dit": (_dit_inputs, {}),
-}
-DEFAULT_PROMPT_TOKENS = {"pixart": 300, "sd3": 333, "dit": 0}  # T5 300; CLIP 77 + T5 256
-
-
 def example_inputs(model: nn.Module, latent_hw: tuple[int, int], prompt_tokens: int | None = None,
                    batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random inputs of one forward at a latent of (H, W) = latent_hw, in the model's parameter dtype."""
-    family = family_of(model).name
-    tokens = DEFAULT_PROMPT_TOKENS[family] if prompt_tokens is None else prompt_tokens
-    g = torch.Generator().manual_seed(seed)
+    """Random inputs of one forward at a latent of (H, W) = latent_hw, in the model's parameter dtype
+    (``Family.example_inputs``; prompt length default: the family's published one)."""
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    inputs = INPUTS[family][0](model, g, batch, *latent_hw, tokens)
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    return family_of(model).example_inputs(model.config, latent_hw, batch, prompt_tokens, dtype=dtype,
+                                           generator=torch.Generator().manual_seed(seed))
 
 
 class ExportWrapper(nn.Module):
@@ -82,7 +48,7 @@ class ExportWrapper(nn.Module):
     def __init__(self, model: nn.Module, names: list[str]):
         super().__init__()
         self.model, self.names = model, list(names)
-        self.extra = INPUTS[family_of(model).name][1]
+        self.extra = family_of(model).static_kwargs
 
     def forward(self, *tensors):
         kwargs = dict(zip(self.names, tensors))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from ..integrations.diffusers.families import FAMILIES, family_by_class_name, vae_factor_of
+
 TEXT_PREFIXES = ("text_encoder", "tokenizer")
 
 
@@ -53,7 +55,8 @@ def _sd3_prompts(pipe, req) -> dict:
             "negative_pooled_prompt_embeds": neg_pooled, "num_images_per_prompt": 1}
 
 
-PROMPT_ENCODERS = {"pixart": _pixart_prompts, "sd3": _sd3_prompts}  # DiT: class labels, nothing to encode
+# Family.prompt_encoding -> the pipeline's encoding (DiT: class labels, nothing to encode)
+PROMPT_ENCODERS = {"t5": _pixart_prompts, "clip_t5": _sd3_prompts}
 
 
 class StagedGeneration:
@@ -64,16 +67,16 @@ class StagedGeneration:
         if base is None or not (Path(base) / "model_index.json").is_file():
             raise ValueError("--low-memory loads the pipeline component by component: pass --base naming a "
                              "diffusers pipeline folder (with model_index.json)")
-        from ..integrations.diffusers.families import family_by_class_name
 
         self.model, self.base, self.dtype, self.device = model, str(base), dtype, device
         self.text_int8 = text_int8
         index = json.loads((Path(base) / "model_index.json").read_text())
         self.index = index
         self.pipeline_class = index["_class_name"]
-        self.family = family_by_class_name(index["transformer"][1]).name
+        fam = family_by_class_name(index["transformer"][1])
+        self.family, self.encoding = fam.name, fam.prompt_encoding
         self.text_components = [k for k, v in index.items() if k.startswith(TEXT_PREFIXES) and v[0]]
-        if self.family in PROMPT_ENCODERS and not self.text_components:
+        if self.encoding in PROMPT_ENCODERS and not self.text_components:
             raise ValueError(f"{base} has no text encoder; --low-memory encodes the prompts with it")
         self.method = "teacher"
 
@@ -87,7 +90,7 @@ class StagedGeneration:
         own = Path(self.model) / "config.json"  # a lindit or diffusers model folder; else the base's teacher
         config = own if own.is_file() else Path(self.base) / "transformer" / "config.json"
         vae = json.loads((Path(self.base) / "vae" / "config.json").read_text())
-        return int(json.loads(config.read_text())["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        return FAMILIES[self.family].trained_size(json.loads(config.read_text()), vae_factor_of(vae))
 
     def __call__(self, req) -> list:
         """PIL images for ``req`` (a ``lindit.generate.Request``)."""
@@ -100,12 +103,12 @@ class StagedGeneration:
         return decode(pipe, latents)
 
     def _encode(self, req) -> dict | None:
-        if self.family not in PROMPT_ENCODERS:
+        if self.encoding not in PROMPT_ENCODERS:
             return None
         encoders = self._int8_text_encoders() if self.text_int8 else {}
         pipe = self._cls().from_pretrained(self.base, transformer=None, vae=None, dtype=self.dtype, **encoders)
         with torch.no_grad():
-            return PROMPT_ENCODERS[self.family](pipe, req)
+            return PROMPT_ENCODERS[self.encoding](pipe, req)
 
     def _int8_text_encoders(self) -> dict:
         """The pipeline's transformers text encoders with int8 weights (LiT's 8-bit text encoder)."""

@@ -1,7 +1,7 @@
 """``diagnose``: where a converted student's error comes from, layer by layer, before and after distillation.
 
     report = diagnose(config, {"method": "mm_edit", "inherit": "qkvo"})                # fresh conversion
-    report = diagnose(config, student_dir="demo-output/students/mmdit/mm_edit")        # + its distilled self
+    report = diagnose(config, student_dir="demo-output/students/sd3/mm_edit")        # + its distilled self
 
 The fresh student is the teacher converted as the plan says (a distilled student's own plan when one is
 given), so "fresh" and "distilled" differ by distillation alone.

@@ -132,15 +132,14 @@ def is_world_pipeline(pipe) -> bool:
 def is_class_conditional(pipe) -> bool:
     from ..integrations.diffusers.families import family_of
 
-    return family_of(pipe.transformer).name == "dit"
+    return family_of(pipe.transformer).class_conditional
 
 
 def trained_size(pipe) -> int:
     """The pixel size the transformer was trained at: its latent sample size times the VAE factor."""
-    from ..generate import size_multiple
+    from ..generate import trained_size as of_pipe
 
-    cfg = pipe.transformer.config
-    return int(cfg.sample_size) * (size_multiple(pipe) // int(cfg.patch_size))
+    return of_pipe(pipe)
 
 
 def generate_batches(pipe, conditions: list, height: int, width: int, steps: int = 20, guidance: float = 4.5,

@@ -28,7 +28,6 @@ from torch import nn
 
 from ..functional import DEFAULT_NORMALISER, linear_attention, softmax_attention
 from .grid import Grid, OnGrid, check_grid, merge_heads, split_heads, to_image, to_tokens
-from .shard import gather_rows, grid_conv, state_reducer
 from .token_maps import KVCompress, TokenMapOptions, TokenMapsMixin, feature_map
 
 QK_NORMS = {"rms_norm": nn.RMSNorm, "layer_norm": nn.LayerNorm}
@@ -98,7 +97,7 @@ class SoftmaxAttention(OnGrid, TokenMapsMixin, nn.Module):
         if self.kv_compress is not None:
             k, kv_grid = self.kv_compress(k, grid)  # (B, M, D), M = ceil(h/k) * ceil(w/k)
             v, _ = self.kv_compress(v, grid)
-        k, v = gather_rows(k, kv_grid), gather_rows(v, kv_grid)  # sharded: every key of the image
+        k, v = self.bands.gather(k, kv_grid), self.bands.gather(v, kv_grid)  # no-op on one device
         q = self.norm_q(split_heads(q, self.heads))  # (B, H, N, d)
         k = self.norm_k(split_heads(k, self.heads))  # (B, H, M, d)
         out = softmax_attention(q, k, split_heads(v, self.heads))  # (B, H, N, d)
@@ -173,7 +172,8 @@ class LinearAttention(OnGrid, TokenMapsMixin, nn.Module):
         v, _ = self.project("v", x, grid)  # (B, M, D)
         q = self.phi(self.norm_q(split_heads(q, self.heads)))  # (B, H, N, d), non-negative
         k = self.phi(self.norm_k(split_heads(k, self.heads)))  # (B, H, M, d), non-negative
-        attn = linear_attention(q, k, split_heads(v, self.heads), self.eps, state_reducer(k_grid))  # (B, H, N, d)
+        attn = linear_attention(q, k, split_heads(v, self.heads), self.eps,
+                                self.bands.reduce_state(k_grid))  # (B, H, N, d)
         out = merge_heads(attn)  # (B, N, D)
         if self.value_conv is not None:  # LiT: + DWC(V)
             out = out + self._dwc(v, grid)  # (B, N, D)
@@ -182,10 +182,10 @@ class LinearAttention(OnGrid, TokenMapsMixin, nn.Module):
     def _dwc(self, v, grid: Grid):
         """LiT's DWC(V): v (B, N, D) -> (B, N, D), per channel or with kernels shared across heads."""
         if not self.value_conv_shared:
-            return to_tokens(grid_conv(self.value_conv, to_image(v, grid), grid)[0])[0]
+            return to_tokens(self.value_conv(to_image(v, grid)))[0]
         b, n, _ = v.shape
         per_head = split_heads(v, self.heads).reshape(b * self.heads, n, -1)  # (B * H, N, d)
-        out = to_tokens(grid_conv(self.value_conv, to_image(per_head, grid), grid)[0])[0]  # (B * H, N, d)
+        out = to_tokens(self.value_conv(to_image(per_head, grid)))[0]  # (B * H, N, d)
         return merge_heads(out.view(b, self.heads, n, -1))  # (B, N, D)
 
 

@@ -49,15 +49,39 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
+class OneBand:
+    """What the other row bands of the image add to a layer's attention: on one device there are none.
+
+    Attention layers call these hooks (``self.bands``) where sequence parallelism must combine the bands;
+    ``lindit.parallel`` swaps in its row-sharded version. ``k_grid`` is the local grid of the keys."""
+
+    def reduce_state(self, k_grid: Grid):
+        """``reduce_state`` for ``functional.linear_attention``: None keeps the local keys' state."""
+        return None
+
+    def combine(self, k_grid: Grid):
+        """``combine`` for ``functional.joint_prompt_attention``: None keeps the local keys' part."""
+        return None
+
+    def gather(self, tokens, k_grid: Grid):
+        """Every key token of the image, (..., M, C)."""
+        return tokens
+
+    def count(self, n: int, grid: Grid) -> int:
+        """The image's token count from this band's ``n`` tokens on ``grid``."""
+        return n
+
+
 class OnGrid:
     """Mixin of layers that work on the token grid.
 
     Called directly, a layer takes its grid: ``layer(x, (h, w))``. Inside a converted diffusers model the
     blocks call it with diffusers' attention signature and no grid; then ``grid_source`` (the model's
-    ``TokenGrid``, set at conversion) supplies the grid of the forward in progress.
+    ``TokenGrid``, set at conversion) supplies the grid of the forward in progress. ``bands``: see ``OneBand``.
     """
 
     grid_source = None
+    bands = OneBand()
 
     def resolve_grid(self, grid: Grid | None) -> Grid:
         if grid is not None:

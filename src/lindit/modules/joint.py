@@ -31,7 +31,6 @@ from ..functional import (DEFAULT_NORMALISER, hybrid_attention, joint_prompt_att
                           linear_attention_state, softmax_attention)
 from .attention import _check_heads, check_kv_maps, output_projection, qk_norm_layer
 from .grid import Grid, OnGrid, check_grid, merge_heads, split_heads
-from .shard import gather_rows, global_count, lse_combiner, state_reducer
 from .token_maps import TokenMapOptions, TokenMapsMixin, feature_map
 
 MODES = ("softmax", "hybrid", "linear")
@@ -141,11 +140,10 @@ class JointAttention(OnGrid, TokenMapsMixin, nn.Module):
             return out_i, None
         return out_i, self.to_add_out(merge_heads(out_p))  # (B, N_P, C_out)
 
-    @staticmethod
-    def _all_keys(k_i, v_i, k_p, v_p, k_grid):
-        """Every image key (gathered from all bands when sharded) followed by the prompt keys."""
-        k = torch.cat([gather_rows(k_i, k_grid).to(k_p.dtype), k_p], dim=-2)  # (B, H, M_I + N_P, d)
-        return k, torch.cat([gather_rows(v_i, k_grid).to(v_p.dtype), v_p], dim=-2)
+    def _all_keys(self, k_i, v_i, k_p, v_p, k_grid):
+        """Every image key (of every band when sharded) followed by the prompt keys."""
+        k = torch.cat([self.bands.gather(k_i, k_grid).to(k_p.dtype), k_p], dim=-2)  # (B, H, M_I + N_P, d)
+        return k, torch.cat([self.bands.gather(v_i, k_grid).to(v_p.dtype), v_p], dim=-2)
 
     def _softmax(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
         k, v = self._all_keys(k_i, v_i, k_p, v_p, k_grid)
@@ -156,15 +154,19 @@ class JointAttention(OnGrid, TokenMapsMixin, nn.Module):
         fq, fk = self.phi(q_i), self.phi(k_i)  # feature maps of the image-image linear term
         sq, sk = (fq, fk) if self.softmax_qk == "phi" else (q_i, k_i)  # what the softmax pairs see
         out_i, _ = hybrid_attention(fq, fk, v_i, None, k_p, v_p, eta=self.eta, eps=self.eps,
-                                    n_img=global_count(q_i.shape[-2], grid), reduce_state=state_reducer(k_grid),
+                                    n_img=self.bands.count(q_i.shape[-2], grid),
+                                    reduce_state=self.bands.reduce_state(k_grid),
                                     eta_logit_bias=self.eta_logit_bias, q_img_softmax=sq, k_img_softmax=sk)
         if q_p is None:
             return out_i, None
-        return out_i, joint_prompt_attention(q_p, sk, v_i, k_p, v_p, combine=lse_combiner(k_grid))  # prompt rows
+        return out_i, joint_prompt_attention(q_p, sk, v_i, k_p, v_p, combine=self.bands.combine(k_grid))  # prompt rows
 
     def _linear(self, q_i, k_i, v_i, q_p, k_p, v_p, grid, k_grid):
-        prompt_state = linear_attention_state(self.prompt_phi(k_p), v_p, self.eps)  # replicated: added once
-        state, count = state_reducer(k_grid, extra=prompt_state)(*linear_attention_state(self.phi(k_i), v_i, self.eps))
+        state, count = linear_attention_state(self.phi(k_i), v_i, self.eps)  # image keys
+        reduce = self.bands.reduce_state(k_grid)  # None on one device
+        state, count = (state, count) if reduce is None else reduce(state, count)
+        prompt_state, prompt_count = linear_attention_state(self.prompt_phi(k_p), v_p, self.eps)
+        state, count = state + prompt_state, count + prompt_count  # + prompt keys (replicated: added once)
         out_i = linear_attention_apply(self.phi(q_i), state, count, self.eps).to(q_i.dtype)
         if q_p is None:
             return out_i, None

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .grid import Grid, OnGrid, check_grid, to_image, to_tokens
-from .shard import grid_conv
 
 
 class MixFFN(OnGrid, nn.Module):
@@ -32,6 +31,6 @@ class MixFFN(OnGrid, nn.Module):
         x, grid = hidden_states, self.resolve_grid(grid)
         check_grid(x, grid)
         h = F.silu(self.inverted_conv(x))  # (B, N, 2 * hidden)
-        h, _ = to_tokens(grid_conv(self.depth_conv, to_image(h, grid), grid)[0])  # (B, N, 2 * hidden)
+        h, _ = to_tokens(self.depth_conv(to_image(h, grid)))  # (B, N, 2 * hidden)
         value, gate = h.chunk(2, dim=-1)  # (B, N, hidden) each
         return self.point_conv(value * F.silu(gate))  # (B, N, C_out)

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .grid import Grid, to_image, to_tokens
-from .shard import grid_conv, grid_group_norm, shard_of
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,8 @@ class ConvFusion(nn.Module):
         self.conv1x1 = nn.Linear(mid, dim)
 
     def forward(self, x, grid: Grid):
-        local, _ = grid_conv(self.conv3x3, to_image(x, grid), grid)  # (B, C/r, h, w)
-        local, _ = to_tokens(self.act(grid_group_norm(self.norm, local, grid)))  # (B, N, C/r)
+        local = self.conv3x3(to_image(x, grid))  # (B, C/r, h, w)
+        local, _ = to_tokens(self.act(self.norm(local)))  # (B, N, C/r)
         return self.conv1x1(local)  # (B, N, C)
 
     def zero_(self) -> None:
@@ -117,8 +116,7 @@ class SpatialCompressor(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, y, grid: Grid):
-        out, out_grid = grid_conv(self.conv, to_image(y, grid), grid)  # (B, D, ceil(h/s), ceil(w/s))
-        return to_tokens(out)[0], out_grid  # (B, M, D), compressed grid
+        return to_tokens(self.conv(to_image(y, grid)))  # (B, M, D), compressed grid (ceil(h/s), ceil(w/s))
 
 
 class KVCompress(nn.Module):
@@ -141,12 +139,11 @@ class KVCompress(nn.Module):
 
     def forward(self, x, grid: Grid):
         img = to_image(x, grid)  # (B, C, h, w)
-        pad_w = (-grid[1]) % self.factor
-        pad_h = 0 if shard_of(grid) else (-grid[0]) % self.factor  # sharded: the last band replicates rows
+        pad_h, pad_w = (-grid[0]) % self.factor, (-grid[1]) % self.factor
         if pad_h or pad_w:
             img = F.pad(img, (0, pad_w, 0, pad_h), mode="replicate")
-        y, out_grid = grid_conv(self.conv, img, grid, edge="replicate")
-        return self.norm(to_tokens(y)[0]), out_grid  # (B, M, C)
+        y, out_grid = to_tokens(self.conv(img))  # (B, M, C)
+        return self.norm(y), out_grid  # (B, M, C)
 
 
 # map kind -> (attribute prefix, class) of its branch before / after the projection

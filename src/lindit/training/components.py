@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..dtypes import MIXED_PRECISION
-from ..integrations.diffusers.families import family_of
+from ..integrations.diffusers.families import FAMILIES, family_of
 from .cache import CachedDataset, cache_dir, check_cache
 from .config import RunConfig, StageConfig
 from .data import RawDataset, make_buckets, open_source
@@ -119,12 +119,11 @@ def scheduler_config(cfg: RunConfig) -> dict:
 
 
 def objective_kind(cfg: RunConfig, family: str) -> str:
-    """``model.objective``, or the base model's: rectified flow for SD3, else the scheduler's prediction type."""
+    """``model.objective``, or the base model's: its family's (rectified flow for SD3), else the scheduler's
+    prediction type."""
     if cfg.model.objective != "auto":
         return cfg.model.objective
-    if family == "sd3":
-        return "flow"
-    return scheduler_config(cfg).get("prediction_type", "epsilon")
+    return FAMILIES[family].objective or scheduler_config(cfg).get("prediction_type", "epsilon")
 
 
 def student_for_stage(comp: Components, stage_index: int) -> nn.Module:

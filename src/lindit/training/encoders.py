@@ -20,6 +20,8 @@ from typing import Protocol
 
 import torch
 
+from ..integrations.diffusers.families import FAMILIES
+
 
 class ImageEncoder(Protocol):
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]: ...
@@ -115,27 +117,27 @@ class BuiltinPrompts:
         from ..world.text import TextEncoder
 
         self.encoder = TextEncoder.builtin().to(device)
-        self.family = family
+        self.family = FAMILIES[family]
 
     def __call__(self, prompts: list) -> dict[str, torch.Tensor]:
         embeds, mask, pooled = self.encoder.encode([str(p) for p in prompts])  # (B, L, D), (B, L), (B, P)
-        if self.family == "sd3":
-            return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
-        return {"encoder_hidden_states": embeds, "encoder_attention_mask": mask}
+        return self.family.text_conditions(embeds, mask, pooled)
+
+
+PIPELINE_PROMPTS = {"t5": PixArtPrompts, "clip_t5": SD3Prompts}  # Family.prompt_encoding -> its encoder
 
 
 def conditioning_kind(requested: str, family: str) -> str:
+    labels = FAMILIES[family].class_conditional
     if requested == "auto":
-        return "labels" if family == "dit" else "pipeline"
-    if (requested == "labels") != (family == "dit"):
+        return "labels" if labels else "pipeline"
+    if (requested == "labels") != labels:
         raise ValueError(f"model.conditioning: {requested!r} does not fit a {family} model")
     return requested
 
 
 def load_pipeline(base: str, family: str, dtype: torch.dtype):
     """The family's stock pipeline from ``base`` without its transformer (only VAE, encoders, scheduler)."""
-    from ..integrations.diffusers.families import FAMILIES
-
     return FAMILIES[family].pipeline_class().from_pretrained(base, transformer=None, dtype=dtype)
 
 
@@ -168,5 +170,5 @@ def build_encoders(model_cfg, family: str, num_classes: int | None, device: torc
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).to(device)
-    prompts = (SD3Prompts if family == "sd3" else PixArtPrompts)(pipe, device, model_cfg.max_sequence_length)
+    prompts = PIPELINE_PROMPTS[FAMILIES[family].prompt_encoding](pipe, device, model_cfg.max_sequence_length)
     return Encoders(images, prompts)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from ..dtypes import MIXED_PRECISION
 from ..integrations.diffusers import converted_layers
+from ..integrations.diffusers.families import FAMILIES
 from .checkpoint import checkpoint_root, load_checkpoint, read_state, save_checkpoint
 from .components import Components, build_components, check_sources, stage_data, student_for_stage
 from .config import RunConfig, load_config, parse_config
@@ -346,7 +347,7 @@ def model_inputs(comp: Components, model, noisy, cond: dict, dtype: torch.dtype)
     cast = lambda v: v.to(dtype) if v.is_floating_point() else v  # noqa: E731
     kwargs = {"hidden_states": cast(noisy.noisy), "timestep": noisy.timesteps, "return_dict": False,
               **{k: cast(v) for k, v in cond.items()}}  # fmt: skip
-    if comp.family == "pixart":
+    if FAMILIES[comp.family].micro_conditions:
         kwargs["added_cond_kwargs"] = pixart_conditions(model, noisy.noisy, comp.vae_scale, dtype)
     return kwargs
 

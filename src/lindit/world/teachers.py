@@ -139,9 +139,11 @@ class BuiltinPromptEncoder:
     through the world's text encoder (the pipelines have no text encoder of their own)."""
 
     def __init__(self, family: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+        from ..integrations.diffusers.families import FAMILIES
         from .text import TextEncoder
 
         self.family, self.device, self.dtype = family, device, dtype
+        self.pooled = FAMILIES[family].prompt_encoding == "clip_t5"
         self.encoder = TextEncoder.builtin().to(device)
 
     def _encode(self, prompts: list[str]):
@@ -153,7 +155,7 @@ class BuiltinPromptEncoder:
         """Keyword arguments for the pipeline call; ``batch`` images per prompt."""
         embeds, mask, pooled = self._encode(list(prompts))
         n_embeds, n_mask, n_pooled = self._encode([negative_prompt or ""] * len(prompts))
-        if self.family == "sd3":
+        if self.pooled:
             # StableDiffusion3Pipeline does not repeat given embeddings per image: repeat them here.
             rep = lambda t: t.repeat_interleave(batch, dim=0)  # noqa: E731
             return {"prompt_embeds": rep(embeds), "pooled_prompt_embeds": rep(pooled), "num_images_per_prompt": 1,
@@ -183,17 +185,17 @@ def builtin_pipeline(name: str, transformer: nn.Module | None = None, device: st
     transformer = transformer.to(device)
     parts = dict(transformer=transformer.eval(), vae=load_world_autoencoder().to(device),
                  scheduler=scheduler_of(settings))
-    cls = FAMILIES[settings.family].pipeline_class()
-    if settings.family == "pixart":
-        pipe = cls(tokenizer=None, text_encoder=None, **parts)
-    elif settings.family == "sd3":
-        pipe = cls(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
-                   tokenizer_3=None, **parts)
-    else:
+    fam = FAMILIES[settings.family]
+    cls = fam.pipeline_class()
+    if fam.class_conditional:
         from .shapes import ShapesClassDataset
 
-        labels = {i: n for i, n in enumerate(ShapesClassDataset.class_names)}
-        pipe = cls(id2label=labels, **parts)
+        pipe = cls(id2label={i: n for i, n in enumerate(ShapesClassDataset.class_names)}, **parts)
+    else:  # no text encoders or tokenizers: prompts go through lindit_encode_prompts
+        import inspect
+
+        none = {k: None for k in inspect.signature(cls).parameters if k.startswith(("text_encoder", "tokenizer"))}
+        pipe = cls(**none, **parts)
     if settings.conditioning == "builtin":
         pipe.lindit_encode_prompts = BuiltinPromptEncoder(settings.family, device, dtype)
     pipe.lindit_builtin = name

@@ -18,6 +18,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..integrations.diffusers.families import FAMILIES
 from ..io import atomic_dir, write_json
 from ..training.config import NoiseConfig
 from ..training.losses import DDPMObjective, FlowObjective, learned_range_vlb, mse, split_output
@@ -67,10 +68,8 @@ class Conditioner:
             return {"class_labels": torch.tensor([null if d else c for c, d in zip(conds, drop.tolist())])}
         texts = ["" if d else c for c, d in zip(conds, drop.tolist())]
         embeds, mask, pooled = self.encoder.encode(texts)  # (B, L, D), (B, L), (B, P)
-        if self.settings.family == "sd3":
-            return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
-        return {"encoder_hidden_states": embeds, "encoder_attention_mask": mask,
-                "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+        fam = FAMILIES[self.settings.family]
+        return {**fam.text_conditions(embeds, mask, pooled), **fam.static_kwargs}
 
 
 def objective_of(settings: TeacherSettings):
@@ -116,7 +115,7 @@ def train_teacher(name: str, out: str | Path | None = None, steps: int | None = 
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model = build_teacher(settings).train()
-    if settings.family == "dit":
+    if FAMILIES[settings.family].class_conditional:
         from ..training.student import disable_label_dropout
 
         disable_label_dropout(model)  # labels are dropped here, seeded, to the null class

@@ -30,7 +30,7 @@ def _paper(source: str) -> str:
 def _usage(model, plan: dict, where: str) -> str:
     fam = FAMILIES[plan["family"]]
     base = plan.get("teacher") or "path/to/the/teacher/pipeline"
-    if plan["family"] == "dit":
+    if fam.class_conditional:
         call = 'image = pipe(class_labels=[207], num_inference_steps=25).images[0]'
     else:
         call = 'image = pipe("a polar bear walking through snow", height=1024, width=1024).images[0]'

@@ -3,10 +3,11 @@
 ``enable_sequence_parallel(model)`` makes every forward of a converted model run on a band of rows per
 process. Two hooks do it without touching diffusers' forward: the patch embedding's output is cut to the
 local rows, and the final projection's output is gathered back to the whole image, so the scheduler and
-VAE see exactly what a single process would. In between, lindit layers see a ``ShardedGrid`` and
-communicate only where the math needs it (``lindit.modules.shard``): linear attention all-reduces its
-(heads x d x d) state, convolutions swap halo rows, GroupNorm all-reduces its statistics, and softmax
-attention to image keys (prompt queries of MM-EDiT, KV compression) gathers those keys.
+VAE see exactly what a single process would. In between, lindit layers compute on their band as on a whole
+image, and the sharded layers swapped into them (``layers.py``) communicate only where the math needs it
+(``shard.py``): linear attention all-reduces its (heads x d x d) state, convolutions swap halo rows,
+GroupNorm all-reduces its statistics, and softmax attention to image keys (prompt queries of MM-EDiT, KV
+compression) gathers those keys. ``disable_sequence_parallel`` swaps the plain layers back.
 
 Every collective tensor lives on the device of the activations (NCCL reduces GPU tensors only) and no
 layer reads a tensor back to the host. The process group serves both devices ("cpu:gloo,cuda:nccl" where
@@ -23,10 +24,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import UserError
-from .integrations.diffusers import converted_layers
-from .integrations.diffusers.families import family_of
-from .modules.shard import RowShard, ShardedGrid, gather_rows, partition_rows
+from ..errors import UserError
+from ..integrations.diffusers import converted_layers
+from ..integrations.diffusers.families import family_of
+from .layers import shard_layers, unshard_layers
+from .shard import RowShard, ShardedGrid, gather_rows, partition_rows
 
 
 class _Parallel:
@@ -74,8 +76,18 @@ def enable_sequence_parallel(model: nn.Module, group=None) -> nn.Module:
     def gather(module, args, tokens):  # (B, n_local, C_out) -> (B, N, C_out)
         return gather_rows(tokens, grid.current())
 
-    model.pos_embed.register_forward_hook(cut_rows)
-    _final_projection(model).register_forward_hook(gather)
+    shard_layers(model, lambda: grid.current().shard)
+    model.lindit_parallel_hooks = (model.pos_embed.register_forward_hook(cut_rows),
+                                   _final_projection(model).register_forward_hook(gather))
+    return model
+
+
+def disable_sequence_parallel(model: nn.Module) -> nn.Module:
+    """Undo ``enable_sequence_parallel``: the model computes the whole image on this process again."""
+    for hook in model.__dict__.pop("lindit_parallel_hooks", ()):
+        hook.remove()
+    model.lindit_grid.parallel = None
+    unshard_layers(model)
     return model
 
 
@@ -96,7 +108,7 @@ def _worker(rank: int, world: int, store: str, fn, args) -> None:
     try:
         fn(rank, world, *args)
     except Exception as err:  # noqa: BLE001 -- a user error goes back to the parent as one line, quietly
-        from .errors import user_message
+        from ..errors import user_message
 
         line = user_message(err)
         if line is None:

@@ -1,8 +1,9 @@
 """Row shards of the token grid and the few collective operations linear attention needs.
 
-Under sequence parallelism each of P processes holds a contiguous band of token-grid rows. Modules receive
-a ``ShardedGrid``: a plain (local_h, w) tuple that also carries its ``RowShard``, so single-process code
-paths are untouched and only the operations below look at the shard:
+Under sequence parallelism each of P processes holds a contiguous band of token-grid rows. The modules
+compute on their band as on a whole image; ``lindit.parallel.layers`` swaps in the sharded layers that call
+the operations below, which alone look at the shard (a ``ShardedGrid``: a (local_h, w) tuple that also
+carries its ``RowShard``):
 
 * ``grid_conv``: a conv over the grid exchanges halo rows with the neighbouring bands (strided convs
   keep each output row on the process that holds its centre input row);
@@ -27,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .grid import Grid
+from ..modules.grid import Grid
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,15 @@ class RowShard:
     @property
     def last(self) -> bool:
         return self.rank == self.world - 1
+
+    def strided(self, stride: int) -> "RowShard":
+        """The output rows of a conv with row stride ``stride``: row r is computed by the band holding input
+        row r * stride, so the bands of the output do not overlap."""
+        if stride == 1:
+            return self
+        bands = tuple((math.ceil(a / stride), math.ceil(b / stride)) for a, b in self.bands)
+        start, stop = bands[self.rank]
+        return RowShard(self.rank, self.world, math.ceil(self.rows / stride), start, stop, self.group, bands)
 
 
 class ShardedGrid(tuple):
@@ -130,9 +140,8 @@ def grid_conv(conv: nn.Conv2d, img: torch.Tensor, grid: Grid, edge: str = "zeros
         out = conv(img)
         return out, (out.shape[2], out.shape[3])
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-    r_lo, r_hi = math.ceil(shard.start / s), math.ceil(shard.stop / s)
-    bands = tuple((math.ceil(a / s), math.ceil(b / s)) for a, b in shard.bands)
-    out_shard = RowShard(shard.rank, shard.world, math.ceil(shard.rows / s), r_lo, r_hi, shard.group, bands)
+    out_shard = shard.strided(s)
+    r_lo, r_hi = out_shard.start, out_shard.stop
     ext = _halo(img, shard, p, k - 1 - p, edge)  # global rows [start - p, stop + k - 1 - p)
     if r_hi == r_lo:  # a one-row band at an odd offset may own no strided output row
         w_out = (img.shape[3] + 2 * conv.padding[1] - k) // conv.stride[1] + 1
@@ -161,20 +170,15 @@ def grid_group_norm(norm: nn.GroupNorm, img: torch.Tensor, grid: Grid) -> torch.
     return y.to(img.dtype)
 
 
-def state_reducer(grid: Grid, extra=None):
-    """``reduce_state`` for ``linear_attention``: sums the image-key states of all bands. ``extra`` is a
-    (state, count) of replicated keys (prompt tokens) added once, after the reduction. The global key count
-    is the grid's (rows x width), known to every process: no count is communicated."""
+def state_reducer(grid: Grid):
+    """``reduce_state`` for ``linear_attention``: sums the key states of all bands. The global key count is
+    the grid's (rows x width), known to every process: no count is communicated."""
     shard = shard_of(grid)
-    if shard is None and extra is None:
+    if shard is None:
         return None
 
     def reduce(state, count):
-        if shard is not None:
-            state, count = _all_reduce(state.clone(), shard), shard.rows * grid[1]
-        if extra is not None:
-            state, count = state + extra[0], count + extra[1]
-        return state, count
+        return _all_reduce(state.clone(), shard), shard.rows * grid[1]
 
     return reduce
 
