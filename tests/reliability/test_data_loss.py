@@ -40,14 +40,18 @@ def one_error_line(capsys, *fragments, progress=False):
 # ----------------------------------------------------------------- lindit demo --out
 @pytest.fixture
 def quick_demo(monkeypatch):
-    """The demo with its per-family work and reports stubbed out (they are not what is tested here)."""
+    """The demo with its work and reports stubbed out (they are not what is tested here): the stub writes
+    report.md into the folder the demo works in."""
     import lindit.demo.runner as runner
 
     calls = []
-    monkeypatch.setattr(runner, "_family", lambda family, settings, out, bar: calls.append(out) or {})
-    monkeypatch.setattr(runner, "write_json_report", lambda out, meta, families: {"checks": []})
-    monkeypatch.setattr(runner, "latency_plot", lambda path, families: None)
-    monkeypatch.setattr(runner, "write_markdown", lambda out, report, command: (out / "report.md").write_text("new"))
+
+    def run(settings, out, command, start):
+        calls.append(out)
+        (out / "report.md").write_text("new")
+        return {"checks": []}
+
+    monkeypatch.setattr(runner, "_run", run)
     return calls
 
 

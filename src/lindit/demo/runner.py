@@ -214,7 +214,7 @@ def _encode_world(family: str, settings: DemoSettings, folder: Path) -> str:
     """Encode the family's distillation images (world autoencoder) and prompts (text encoder) once, as
     ``lindit cache`` does: every student then reads the same latents instead of rendering and encoding each
     batch again."""
-    from ..training.cache_cli import encode
+    from ..training.cache import encode
 
     cfg = parse_config(run_config(family, settings.methods(family)[0], settings))
     shutil.rmtree(folder, ignore_errors=True)  # lindit cache keeps shards it finds: a crashed run's may be stale
