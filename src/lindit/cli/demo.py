@@ -1,6 +1,6 @@
 """``lindit demo``: convert, distil and measure every method of the papers on the built-in world.
 
-    lindit demo --out demo-output            # all families and methods, about 16 min on 2 CPU cores (README)
+    lindit demo --out demo-output            # all families and methods, about 11 min on 2 CPU cores (README)
     lindit demo --quick --out demo-quick     # EDiT, MM-EDiT and LiT only, fewer steps: ~3 min
     lindit demo --families pixart --methods edit edit_cf_q edit_sc_only --out demo-ablation
 """
