@@ -3,6 +3,10 @@
 
 import ast
 import importlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -108,3 +112,41 @@ def test_a_bad_argument_in_a_group_is_one_line(argv, fragment, capsys):
 def test_a_kept_python_m_alias_runs_its_command(module, words, capsys):
     assert importlib.import_module(module).main(["--help"]) == 0  # `python -m MODULE --help`
     assert capsys.readouterr().out.split()[: len(words) + 2] == ["usage:", "lindit", *words]
+
+
+LAYER_PROBE = """
+import importlib, json, sys
+above = ("lindit.cli", "lindit.benchmarks")  # the command tree and the lab
+found = {}
+for name in json.loads(sys.argv[1]):
+    importlib.import_module(name)
+    hit = sorted(m for m in sys.modules if m in above or m.startswith(tuple(a + "." for a in above)))
+    if hit:
+        found[name] = hit
+        for m in hit:  # forget them, so that the next module that imports them is named too
+            del sys.modules[m]
+print(json.dumps(found))
+"""
+
+
+def library_modules(root: Path) -> list[str]:
+    """Every module under ``root`` but the command tree (``lindit.cli``), the lab (``lindit.benchmarks``) and
+    ``__main__`` files, found on disk (importing packages to list them would import their modules)."""
+    names = {".".join(("lindit", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+             for p in root.rglob("*.py")}
+    return sorted(n for n in names if n.split(".")[1:2] not in (["cli"], ["benchmarks"]) and not n.endswith("__main__"))
+
+
+def test_the_library_imports_neither_the_command_tree_nor_the_lab():
+    """Importing any library module (in a fresh interpreter) leaves ``lindit.cli`` and ``lindit.benchmarks``
+    out of ``sys.modules``: a ``main`` alias imports ``cli.forward`` when it runs, and published sizes live in
+    the lab, which imports the library, never the other way round."""
+    modules = library_modules(SRC)
+    assert {"lindit", "lindit.world.fid", "lindit.deploy.fidelity"} <= set(modules)
+    assert not any(m.startswith(("lindit.cli", "lindit.benchmarks")) for m in modules)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC.parent), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", LAYER_PROBE, json.dumps(modules)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found == {}, f"library modules that import the command tree or the lab: {found}"

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import lindit
-from lindit.deploy import bench
+from lindit.benchmarks import deploy_bench as bench
 from tiny_models import BUILDERS
 
 

@@ -38,8 +38,9 @@ PYTHON_M = {
     "lindit.world.shapes": ["world", "shapes"], "lindit.world.detect": ["world", "detect"],
     "lindit.world.fid": ["world", "fid"], "lindit.world.autoencoder": ["world", "autoencoder"],
     "lindit.world.text": ["world", "text"], "lindit.world.features": ["world", "features"],
-    "lindit.deploy.bench": ["deploy", "bench"], "lindit.deploy.fidelity": ["deploy", "quality"],
-    "lindit.deploy.synthetic": ["deploy", "synthetic"], "lindit.deploy.encoder_memory": ["deploy", "encoder-memory"],
+    "lindit.benchmarks.deploy_bench": ["deploy", "bench"], "lindit.deploy.fidelity": ["deploy", "quality"],
+    "lindit.benchmarks.synthetic": ["deploy", "synthetic"],
+    "lindit.deploy.encoder_memory": ["deploy", "encoder-memory"],
 }
 
 # command -> (module that defines add_parser(subparsers), or a group's table; one-line help)

@@ -1,7 +1,8 @@
 """``lindit deploy ...``: deployment measurements (``cli.DEPLOY`` names each subcommand's ``add_*``).
 
-Each ``add_*`` imports its ``lindit.deploy`` module only when its subcommand is the one run; the measuring is
-the library's (``deploy.bench``, ``deploy.fidelity``, ``deploy.synthetic``, ``deploy.encoder_memory``).
+Each ``add_*`` imports its module only when its subcommand is the one run; the measuring is the library's
+(``deploy.fidelity``, ``deploy.encoder_memory``) or, for the published sizes, the lab's
+(``benchmarks.deploy_bench``, ``benchmarks.synthetic``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from . import finite_float, out_path, positive_int
 
 
 def add_bench(subparsers) -> None:
-    from ..deploy import bench
+    from ..benchmarks import deploy_bench as bench
 
     p = subparsers.add_parser("bench", help="latency of exported models in onnxruntime against eager PyTorch",
                               description=bench.__doc__.split("\n\n")[0])
@@ -31,7 +32,7 @@ def add_bench(subparsers) -> None:
 def run_bench(args) -> int:
     import torch
 
-    from ..deploy import bench
+    from ..benchmarks import deploy_bench as bench
     from ..eval.measure import machine_info
     from ..io import write_json, write_text
 
@@ -49,7 +50,7 @@ def run_bench(args) -> int:
 def _bench_cells(args) -> list:
     import tempfile
 
-    from ..deploy.bench import STUDENTS, bench_cell
+    from ..benchmarks.deploy_bench import STUDENTS, bench_cell
 
     cells = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,7 +123,7 @@ def _world_quality(args, command: str) -> int:
 
 
 def add_synthetic(subparsers) -> None:
-    from ..deploy import synthetic
+    from ..benchmarks import synthetic
 
     p = subparsers.add_parser("synthetic", help="write a random-weight pipeline folder at a published size",
                               description=synthetic.__doc__.split("\n\n")[0])
@@ -134,7 +135,7 @@ def add_synthetic(subparsers) -> None:
 
 
 def run_synthetic(args) -> int:
-    from ..deploy.synthetic import BUILDERS
+    from ..benchmarks.synthetic import BUILDERS
     from ..io import atomic_dir, check_output
 
     check_output(args.out, args.overwrite)  # before building a full-size model

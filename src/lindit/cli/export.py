@@ -42,7 +42,7 @@ def _latent_hw(args, patch: int) -> tuple[int, int]:
 
 def _model(args):
     if args.preset:
-        from ..deploy.bench import preset_model
+        from ..benchmarks.deploy_bench import preset_model
 
         return preset_model(args.preset, args.method, args.blocks)
     if args.blocks is not None or args.method != "teacher":
@@ -88,7 +88,7 @@ def _export(model, args, latent):
 
 
 def _bench(model, args, latent) -> dict:
-    from ..deploy.bench import eager_vs_runtime
+    from ..benchmarks.deploy_bench import eager_vs_runtime
     from ..deploy.export import example_inputs
     from ..deploy.runtime import load_runner
 

@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..cli import forward
 
 # google/t5-v1_1-xxl, the text encoder of PixArt-Sigma and SD3.5 (encoder only)
 T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
@@ -71,6 +70,8 @@ def peak_mb(folder: Path, weights: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lindit.deploy.encoder_memory ARGS``, kept for old scripts: ``lindit deploy encoder-memory ARGS``."""
+    from ..cli import forward
+
     return forward(["deploy", "encoder-memory"], argv)
 
 

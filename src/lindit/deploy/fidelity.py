@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..cli import forward
 from .quantize import DEFAULT_GROUP_SIZE, quantize
 
 
@@ -116,6 +115,8 @@ def markdown(rows: list[QualityRow], command: str, request) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lindit.deploy.fidelity ARGS``: runs ``lindit deploy quality ARGS``."""
+    from ..cli import forward
+
     return forward(["deploy", "quality"], argv)
 
 

@@ -1,4 +1,4 @@
-"""Device plumbing of the benchmarks: wall-clock timing that is honest on GPUs.
+"""Device plumbing of latency measurement: wall-clock timing that is honest on GPUs.
 
 On CUDA a timed call is bracketed by CUDA events after a synchronisation (kernels are asynchronous: a host
 clock alone would time the launch), with warm-up calls first; on the CPU it is ``time.perf_counter``.

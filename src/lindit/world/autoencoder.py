@@ -30,7 +30,6 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cli import forward
 from ..io import atomic_dir, write_json
 
 ASSET = Path(__file__).parent / "assets" / "autoencoder"
@@ -248,6 +247,8 @@ def reconstruction_report(n: int = 1000, seed: int = 4242, path: str | Path | No
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lindit.world.autoencoder ARGS``, kept for old scripts: runs ``lindit world autoencoder ARGS``."""
+    from ..cli import forward
+
     return forward(["world", "autoencoder"], argv)
 
 

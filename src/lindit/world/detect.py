@@ -24,7 +24,6 @@ import math
 import numpy as np
 import torch
 
-from ..cli import forward
 from .draw import SCALE_RANGE, SHAPE_SPECS, coverage
 from .grammar import BACKGROUND, COLOURS, WorldObject, parse_caption, position_at
 
@@ -155,6 +154,8 @@ def adherence(images: torch.Tensor | list[torch.Tensor], labels: list[list[World
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lindit.world.detect ARGS``, kept for old scripts: runs ``lindit world detect ARGS``."""
+    from ..cli import forward
+
     return forward(["world", "detect"], argv)
 
 

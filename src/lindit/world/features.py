@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cli import forward
 from .assets import ASSETS, load_asset, save_asset
 from .grammar import COLOURS, POSITIONS, SHAPES, WorldObject
 from .shapes import ShapesDataset, render_scene
@@ -214,6 +213,8 @@ def write_assets(path: str | Path, settings: TrainSettings) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lindit.world.features ARGS``, kept for old scripts: runs ``lindit world features ARGS``."""
+    from ..cli import forward
+
     return forward(["world", "features"], argv)
 
 

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from ..cli import forward
 from ..eval.quality import fid_metric_on, frechet_distance_of_batches
 from .detect import to_unit
 from .features import WorldClassifier
@@ -112,6 +111,8 @@ def sanity(n: int = 1000, size: int | tuple[int, int] = 32) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lindit.world.fid ARGS``, kept for old scripts: runs ``lindit world fid ARGS``."""
+    from ..cli import forward
+
     return forward(["world", "fid"], argv)
 
 

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..cli import forward
 from .draw import SCALE_RANGE, PlacedObject, render
 from .grammar import COLOURS, POSITIONS, SHAPES, WorldObject, caption
 
@@ -188,6 +187,8 @@ def save_grid(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lindit.world.shapes ARGS``, kept for old scripts: runs ``lindit world shapes ARGS``."""
+    from ..cli import forward
+
     return forward(["world", "shapes"], argv)
 
 

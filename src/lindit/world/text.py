@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cli import forward
 from .assets import ASSETS, load_asset, save_asset
 from .grammar import vocabulary
 
@@ -192,6 +191,8 @@ def write_assets(path: str | Path = ASSET, seed: int = SEED) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lindit.world.text ARGS``, kept for old scripts: runs ``lindit world text ARGS``."""
+    from ..cli import forward
+
     return forward(["world", "text"], argv)
 
 

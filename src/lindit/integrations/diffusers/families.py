@@ -9,7 +9,7 @@
 
 A ``Family`` is everything lindit knows of one family: convert (classes, attention slots), generate and
 low-memory generation (pipeline, prompt encoding, size rules), the trainer (conditioning, objective,
-micro-conditions), export and the benchmarks (``example_inputs``, published prompt lengths, VAE factor).
+micro-conditions), export and latency measurement (``example_inputs``, published prompt lengths, VAE factor).
 Code elsewhere reads these fields instead of testing ``family == "sd3"``.
 """
 

@@ -81,6 +81,6 @@ class TokenGrid:
 
 @contextmanager
 def token_grid(model: nn.Module, grid: Grid):
-    """Set the grid by hand, for calling blocks or layers of a converted model directly (benchmarks)."""
+    """Set the grid by hand, for calling blocks or layers of a converted model directly (latency measurements)."""
     with model.lindit_grid.at(tuple(grid)):
         yield

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cli import forward
-from ..benchmarks.presets import PRESETS
+from .presets import PRESETS
 
 # AutoencoderKL of SDXL / PixArt-Sigma (sdxl-vae): four levels, 4 latent channels, 8x downsampling
 SDXL_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
@@ -58,7 +57,10 @@ BUILDERS = {"pixart-sigma": pixart_sigma}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lindit.deploy.synthetic ARGS``, kept for old scripts: runs ``lindit deploy synthetic ARGS``."""
+    """``python -m lindit.benchmarks.synthetic ARGS`` (was ``lindit.deploy.synthetic``), kept for old scripts:
+    runs ``lindit deploy synthetic ARGS``."""
+    from ..cli import forward
+
     return forward(["deploy", "synthetic"], argv)
 
 

@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cli import forward
-from ..benchmarks.presets import PRESETS
 from ..eval.report import markdown_table
 from ..integrations.diffusers.families import FAMILIES
+from .presets import PRESETS
 
 # preset -> its family's linear-time student (the family's default method: EDiT, MM-EDiT, LiT)
 STUDENTS = {name: FAMILIES[preset.family].default_method for name, preset in PRESETS.items()}
@@ -35,7 +34,7 @@ VAE_FACTOR = 8  # all three families use an 8x VAE
 def preset_model(preset: str, method: str, blocks: int | None = None, dtype=torch.float32) -> nn.Module:
     """A published-size teacher (``method="teacher"``) or student with random weights, its first
     ``blocks`` blocks only when given (the rest of the model is unchanged)."""
-    from ..benchmarks.model_forward import materialize, meta_model
+    from .model_forward import materialize, meta_model
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
@@ -71,7 +70,7 @@ class LatencyCell:
 
 def eager_call(model: nn.Module, inputs: dict):
     """A no-argument function running one eager forward of ``model`` on ``inputs``."""
-    from .export import ExportWrapper
+    from ..deploy.export import ExportWrapper
 
     wrapper = ExportWrapper(model.eval(), list(inputs))
 
@@ -104,8 +103,8 @@ def eager_vs_runtime(model: nn.Module, runner, inputs: dict, repeats: int) -> tu
 
 def _quantized_call(model: nn.Module, spec: str, path: Path, inputs: dict):
     """One eager forward of ``model`` quantized by ``spec`` (``scheme`` or ``scheme@backend``)."""
-    from .fidelity import parse_scheme
-    from .quantize import quantize
+    from ..deploy.fidelity import parse_scheme
+    from ..deploy.quantize import quantize
 
     scheme, backend = parse_scheme(spec)
     return eager_call(quantize(model, scheme, backend=backend), inputs)
@@ -114,8 +113,8 @@ def _quantized_call(model: nn.Module, spec: str, path: Path, inputs: dict):
 def _ort_int8_call(model: nn.Module, spec: str, path: Path, inputs: dict):
     """One onnxruntime call of the exported file after onnxruntime's own dynamic int8 quantization of its
     MatMul / Gemm weights (per channel)."""
-    from .extras import require
-    from .runtime import onnx_runner
+    from ..deploy.extras import require
+    from ..deploy.runtime import onnx_runner
 
     onnx = require("onnx", "onnxruntime int8 quantization")
     quantization = require("onnxruntime.quantization", "onnxruntime int8 quantization")
@@ -135,9 +134,9 @@ EXTRA_CALLS = {"ort-int8": _ort_int8_call}  # anything else names a quantization
 def bench_cell(preset: str, method: str, size: int, blocks: int | None, repeats: int, workdir: Path,
                extras: tuple[str, ...] = ()) -> LatencyCell:
     """Export, check and time one (preset, model, size); ``extras`` adds quantized timings."""
-    from .export import example_inputs, export_model
-    from .low_memory import release_memory
-    from .runtime import onnx_runner
+    from ..deploy.export import example_inputs, export_model
+    from ..deploy.low_memory import release_memory
+    from ..deploy.runtime import onnx_runner
 
     model = preset_model(preset, method, blocks)
     latent = (size // VAE_FACTOR, size // VAE_FACTOR)
@@ -172,7 +171,10 @@ def markdown(cells: list[LatencyCell], command: str, machine: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lindit.deploy.bench ARGS``, kept for old scripts: runs ``lindit deploy bench ARGS``."""
+    """``python -m lindit.benchmarks.deploy_bench ARGS`` (was ``lindit.deploy.bench``), kept for old scripts:
+    runs ``lindit deploy bench ARGS``."""
+    from ..cli import forward
+
     return forward(["deploy", "bench"], argv)
 
 
