@@ -358,6 +358,19 @@ def test_worker_split_takes_one_process_per_thread_and_never_more_than_the_stude
     assert worker_split(1, 5, 2) == (1, 2) and worker_split(4, 2, 8) == (2, 4) and worker_split(3, 5, 2) == (3, 1)
 
 
+def test_the_pool_takes_every_familys_longest_distillations_first_and_the_teachers_last():
+    from types import SimpleNamespace
+
+    from lindit.demo.runner import _Job, queue
+
+    settings = DemoSettings()
+    jobs = [_Job(SimpleNamespace(family=f), m, settings.steps_for(f) if m else 0)
+            for f in settings.families for m in (None, *settings.methods(f))]
+    order = [(j.world.family, j.method) for j in queue(jobs)]
+    assert order == ([("pixart", m) for m in FAMILIES["pixart"].methods] + [("dit", "lit")]
+                     + [("sd3", m) for m in FAMILIES["sd3"].methods] + [(f, None) for f in settings.families])
+
+
 @pytest.mark.slow
 def test_students_distilled_side_by_side_equal_those_distilled_one_after_another(tmp_path):
     """--jobs 2 runs the same configs in worker processes: the students' weights and report rows agree with
