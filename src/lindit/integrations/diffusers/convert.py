@@ -4,6 +4,11 @@ The student is an instance of lindit's subclass of the teacher's class (``studen
 attention replaced by lindit layers (and, for SANA, the feed-forward by Mix-FFN). Everything else is the
 teacher's, copied exactly (LiT Guidelines 3-4); the new attention weights are fresh unless ``inherit``
 names teacher projections to copy.
+
+Each replaced layer is ``lindit.methods.REGISTRY[method].build(spec, **options)`` (``methods.py``): a
+``modules/attention.py`` or ``modules/joint.py`` layer whose equations are in ``functional.py``. The way there
+runs through the student class (``students.py``, ``_lindit_build``, which ``from_pretrained`` runs too) and the
+module surgery (``structure.py``, ``build_structure``).
 """
 
 from __future__ import annotations
