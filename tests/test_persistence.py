@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 import lindit
 from lindit.functional import DEFAULT_NORMALISER
-from lindit.integrations.diffusers.structure import FORMAT_VERSION, converted_layers
+from lindit.integrations.diffusers import converted_layers
+from lindit.integrations.diffusers.plan import FORMAT_VERSION
 from lindit.methods import get_method
 from lindit.integrations.diffusers.legacy import rename_format1
 from lindit.integrations.diffusers.persistence import WEIGHTS_NAME

@@ -1,11 +1,11 @@
 """diffusers integration: convert PixArt / SD3 / DiT transformers into lindit's student classes, keep the
 grid, save and load them (locally and on the hub), and carry teacher LoRAs over."""
 
-from .convert import convert, convert_pipeline
+from .convert import convert, convert_pipeline, converted_layers, count_parameters
 from .families import FAMILIES, family_of
 from .persistence import is_lindit_dir, load, save
 from .positions import allow_any_resolution
-from .structure import Plan, converted_layers, count_parameters
+from .plan import Plan
 from .students import (
     STUDENT_CLASSES,
     LinditDiTTransformer2DModel,

@@ -5,10 +5,11 @@ attention replaced by lindit layers (and, for SANA, the feed-forward by Mix-FFN)
 teacher's, copied exactly (LiT Guidelines 3-4); the new attention weights are fresh unless ``inherit``
 names teacher projections to copy.
 
-Each replaced layer is ``lindit.methods.REGISTRY[method].build(spec, **options)`` (``methods.py``): a
-``modules/attention.py`` or ``modules/joint.py`` layer whose equations are in ``functional.py``. The way there
-runs through the student class (``students.py``, ``_lindit_build``, which ``from_pretrained`` runs too) and the
-module surgery (``structure.py``, ``build_structure``).
+Each replaced layer is ``lindit.methods.REGISTRY[method].build(spec, **options)`` (``methods.py``), put in
+place by ``build_structure`` below: a ``modules/attention.py`` or ``modules/joint.py`` layer whose equations
+are in ``functional.py``. ``build_structure`` is the one place the module tree changes: ``convert`` reaches it
+through the student class's ``_lindit_build`` (``students.py``), which ``from_config`` and ``from_pretrained``
+run too, so a converted and a loaded student have the same structure.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import warnings
 import torch
 from torch import nn
 
-from .families import FAMILIES, family_of
-from .structure import Plan, converted_layers, make_plan
-from .students import STUDENT_CLASSES
+from ...methods import REGISTRY, Method
+from ...modules import JointAttention, LinearAttention, MixFFN, SoftmaxAttention
+from .families import FAMILIES, Family, family_of, layer_spec
+from .plan import Plan, make_plan
+from .token_grid import TokenGrid
+
+ATTENTION_LAYERS = (LinearAttention, SoftmaxAttention, JointAttention)
 
 # Teacher projection groups (LiT Table 3) -> (teacher path, student path, role whose branch restarts at zero).
 INHERIT_GROUPS = {
@@ -52,6 +57,8 @@ def convert(model: nn.Module, method: str | None = None, **options) -> nn.Module
     fam = family_of(model)
     plan = make_plan(fam, len(model.transformer_blocks), method or fam.default_method, options,
                      teacher=model.config.get("_name_or_path"))
+    from .students import STUDENT_CLASSES  # here: the student classes build themselves with build_structure
+
     student = copy.deepcopy(model)
     # The copy becomes the student class in place: the teacher's weights and buffers stay exact copies and
     # a large model is not initialised twice. _lindit_build is what the class's __init__ runs after the
@@ -68,6 +75,56 @@ def convert_pipeline(pipe, method: str | None = None, **options):
     ``pipe``. ``pipe.save_pretrained`` then records lindit's class in ``model_index.json``."""
     pipe.register_modules(transformer=convert(pipe.transformer, method, **options))
     return pipe
+
+
+def build_structure(model: nn.Module, plan: Plan, grid: TokenGrid) -> None:
+    """Replace the planned layers of ``model`` in place with freshly initialised lindit layers on ``grid``."""
+    fam = FAMILIES[plan.family]
+    method = REGISTRY[plan.method]
+    for i in plan.layers:
+        block = model.transformer_blocks[i]
+        _replace_attention(block, fam, method, plan.options, grid)
+        if method.feed_forward == "mixffn":
+            _replace_feed_forward(block, plan.options, grid)
+
+
+def _like(new: nn.Module, old: nn.Module, grid: TokenGrid) -> nn.Module:
+    """Put a new layer on the old one's device and dtype (meta stays meta when loading) and on the grid."""
+    p = next(old.parameters())
+    new.grid_source = grid
+    return new.to(device=p.device, dtype=p.dtype)
+
+
+def _replace_attention(block: nn.Module, fam: Family, method: Method, options: dict, grid: TokenGrid) -> None:
+    old = getattr(block, fam.attention)
+    setattr(block, fam.attention, _like(method.build(layer_spec(old), **options), old, grid))
+    attn2 = getattr(block, "attn2", None)
+    if fam.kind == "joint" and attn2 is not None:  # SD3.5 dual attention: image-only self-attention
+        self_method = REGISTRY[method.self_method]
+        block.attn2 = _like(self_method.build(layer_spec(attn2), **options), attn2, grid)
+
+
+def _replace_feed_forward(block: nn.Module, options: dict, grid: TokenGrid) -> None:
+    old = block.ff
+    dim = next(m for m in old.modules() if isinstance(m, nn.Linear)).in_features
+    ffn = MixFFN(dim, mlp_ratio=options.get("mlp_ratio", 2.5), out_bias=options.get("mlp_out_bias", True))
+    block.ff = _like(ffn, old, grid)
+
+
+def converted_layers(model: nn.Module, attention_only: bool = False) -> dict[str, nn.Module]:
+    """Qualified name -> lindit layer, for every layer lindit put into ``model`` (in module order).
+
+    The teacher has its original layer at the same name, so hooks on these names pair student and teacher
+    features (EDiT's feature distillation). ``attention_only`` leaves out replaced feed-forwards.
+    """
+    kinds = ATTENTION_LAYERS if attention_only else (*ATTENTION_LAYERS, MixFFN)
+    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+
+
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def _copy_module(src: nn.Module, dst: nn.Module) -> list[str]:

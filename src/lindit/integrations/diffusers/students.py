@@ -33,7 +33,8 @@ from .model_card import write_model_card
 from .positions import allow_any_resolution
 from .families import FAMILIES
 from .legacy import upgrade_format2_options
-from .structure import FORMAT_VERSION, Plan, build_structure, converted_layers, make_plan
+from .convert import build_structure, converted_layers
+from .plan import FORMAT_VERSION, Plan, make_plan
 from .token_grid import TokenGrid
 
 CONVERSION_KEYS = {"family", "method", "layers", "inherit", "options", "teacher", "format_version"}
