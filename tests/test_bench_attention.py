@@ -5,6 +5,7 @@ import json
 import torch
 
 from lindit.cli import main
+from lindit.eval import measure
 from lindit.eval.measure import peak_memory_bytes, time_call
 
 
@@ -46,3 +47,15 @@ def test_time_call_runs_at_least_three_times():
     calls = []
     timing = time_call(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=4)
     assert timing.runs == 4 and len(calls) == 6 and timing.median_s >= 0
+
+
+def test_the_matmul_ceiling_shrinks_its_matrices_to_fit_its_budget(monkeypatch):
+    # bf16 on a CPU without bf16 instructions: a 256 product in 33 ms (~1 GFLOP/s); five 2048 products would
+    # take 85 s, five 512 ones 1.3 s, five 1024 ones 10.6 s: with 3 s the ceiling is timed at 512.
+    monkeypatch.setattr(measure, "timed", lambda fn, device: 0.033)
+    cpu = torch.device("cpu")
+    assert measure._matmul_size(cpu, torch.float32, 2048, budget_s=3.0) == 512
+    monkeypatch.setattr(measure, "timed", lambda fn, device: 2e-4)  # a fast machine keeps the full size
+    assert measure._matmul_size(cpu, torch.float32, 2048, budget_s=3.0) == 2048
+    assert measure._matmul_size(cpu, torch.float32, 1000, budget_s=3.0) == 1000  # capped at n, not a power of 2
+    assert measure._matmul_size(cpu, torch.float32, 128, budget_s=3.0) == 128

@@ -14,6 +14,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from .timing import timed
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -36,8 +38,6 @@ def time_call(fn, device: torch.device, warmup: int = 1, repeats: int = 5, budge
     Runs up to ``repeats`` times but stops early (after at least 3 runs) once ``budget_s`` is spent, so
     slow cells cost a few runs and fast ones get many. On CUDA each run is timed by CUDA events.
     """
-    from .timing import timed
-
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -151,11 +151,33 @@ def count_flops(fn) -> int:
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, budget_s: float = 3.0) -> float:
-    """This machine's dense matmul throughput (GFLOP/s): the ceiling any block can approach."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
+    """This machine's dense matmul throughput (GFLOP/s): the ceiling any block can approach.
+
+    Timed on (n, n) matrices, or on smaller ones where a (n, n) product would not fit ``budget_s``: bfloat16
+    on a CPU without bf16 instructions (AVX2 only) runs near 1 GFLOP/s, where five 2048 products take minutes.
+    """
+    size = _matmul_size(device, dtype, n, budget_s)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
     timing = time_call(lambda: torch.mm(a, b), device, warmup=2, repeats=10, budget_s=budget_s)
-    return 2 * n**3 / timing.median_s / 1e9
+    return 2 * size**3 / timing.median_s / 1e9
+
+
+def _matmul_size(device: torch.device, dtype: torch.dtype, n: int, budget_s: float, probe: int = 256) -> int:
+    """The largest of probe, 2 probe, 4 probe, ... up to n whose five products (two warm-ups, three timed
+    runs: time_call's least) fit ``budget_s``, predicted from one timed product of the probe size."""
+    if n <= probe:
+        return n
+    a = torch.randn(probe, probe, device=device).to(dtype)
+    torch.mm(a, a)  # first call: allocation and kernel selection
+    seconds = timed(lambda: torch.mm(a, a), device)
+    size = probe
+    while size < n:
+        bigger = min(2 * size, n)
+        if 5 * seconds * (bigger / probe) ** 3 > budget_s:
+            break
+        size = bigger
+    return size
 
 
 def cpu_model() -> str:
