@@ -121,8 +121,6 @@ def converted_layers(model: nn.Module, attention_only: bool = False) -> dict[str
     return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
 
 
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
